@@ -1,0 +1,20 @@
+"""Test-session setup: split the CPU into 2 logical devices so MirroredStrategy runs for real."""
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+_cpus = tf.config.list_physical_devices("CPU")
+tf.config.set_logical_device_configuration(
+    _cpus[0], [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_DATA = os.path.join(os.path.dirname(REPO_ROOT), "shared", "data")
+
+
+@pytest.fixture
+def two_cpu_devices():
+    """Names of the two logical CPU devices (for MirroredStrategy(devices=...))."""
+    return [device.name for device in tf.config.list_logical_devices("CPU")][:2]

@@ -1,0 +1,53 @@
+"""Helpers shared by the stage configs: validation errors and JSON round trips."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from typing import Any, Iterable
+
+
+class ConfigError(ValueError):
+    """A config value is invalid. The message names the field, the bad value and what is allowed."""
+
+
+def require(condition: bool, field: str, value: Any, allowed: str) -> None:
+    """Raises ConfigError("<field> <value!r> is invalid; <allowed>") unless ``condition`` holds."""
+    if not condition:
+        raise ConfigError(f"{field} {value!r} is invalid; {allowed}")
+
+
+def require_choice(field: str, value: Any, choices: Iterable[Any]) -> None:
+    choices = list(choices)
+    require(value in choices, field, value, "use one of: " + ", ".join(map(str, choices)))
+
+
+def to_jsonable(config: Any) -> dict:
+    """A dataclass (possibly nested, with tuples) as a plain JSON-serializable dict."""
+    return json.loads(json.dumps(dataclasses.asdict(config), default=list))
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    """Writes ``text`` to ``path`` through a temporary sibling, so a reader never sees half a file."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_config_json(config: Any, path: str) -> None:
+    """Saves a config dataclass as indented JSON (atomically)."""
+    atomic_write_text(path, json.dumps(to_jsonable(config), indent=2, sort_keys=True) + "\n")
+
+
+def load_config_json(path: str) -> dict:
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
