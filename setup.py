@@ -43,7 +43,7 @@ setup(
     ],
     extras_require={
         "dev": ["pytest>=8", "pytest-timeout>=2.2", "dask[distributed]>=2024.1"],
-        "bench": ["spams-bin>=2.6", "torch>=2.9,<=2.14.1", "psutil>=5.9"],
+        "bench": ["spams-bin>=2.6", "torch==2.13.0", "psutil>=5.9"],
     },
     entry_points={"console_scripts": ["ufl=ufl.cli:main"]},
 )
