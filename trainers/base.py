@@ -76,6 +76,10 @@ class FeatureLearner(tf_keras.Model):
         """Held-out metrics of one batch (no update); same keys as ``train_step`` where they apply."""
         raise NotImplementedError
 
+    def on_epoch_begin(self, epoch: int) -> None:
+        """Called by the loop (eagerly, outside tf.function) before each epoch, 0-based; e.g. to switch the
+        phase of greedy layer-wise training. Default: nothing."""
+
     def filters(self) -> Optional[np.ndarray]:
         """First-layer features as images ``(n, P, P, C)`` for plots, or None."""
         return None

@@ -1,0 +1,69 @@
+"""Named presets: a model spec, training settings and the data recipe of a reference experiment.
+
+Each model family defines its presets in its own module as ``PRESETS = [Preset(...), ...]``; this module
+collects them lazily (``PRESET_MODULES``) so that ``ufl train --list-presets`` lists every family.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from typing import Any, Dict, List
+
+from ufl.config.base import ConfigError
+
+#: Modules that define ``PRESETS``; a missing module is skipped.
+PRESET_MODULES = (
+    "ufl.trainers.sparse_coding",
+    "ufl.trainers.autoencoders",
+    "ufl.trainers.conv_autoencoders",
+    "ufl.trainers.foldiak",
+    "ufl.trainers.cnn_branch",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """A named training recipe.
+
+    Attributes:
+      name: the name given to ``ufl train`` (e.g. ``sparse-coding``).
+      description: one line: what it learns and which experiment it reproduces.
+      model: model spec, ``{"kind": <registered kind>, **constructor kwargs}``.
+      train: TrainConfig fields (``epochs``, ``batch_size``, ``optimizer``, ...).
+      data: the ``ufl preprocess`` options its experiment uses (``source``, ``patch_size``, ``extract``,
+        ``normalize``, ...), used by ``ufl run`` and documented in ``--list-presets``.
+      reference: the published figures it reproduces, ``{"figure": value, ..., "source": "where from"}``.
+    """
+
+    name: str
+    description: str
+    model: Dict[str, Any]
+    train: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    data: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    reference: Dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def all_presets() -> Dict[str, Preset]:
+    presets: Dict[str, Preset] = {}
+    for module_name in PRESET_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            if error.name != module_name:
+                raise
+            continue
+        for preset in getattr(module, "PRESETS", ()):
+            presets[preset.name] = preset
+    return presets
+
+
+def preset_names() -> List[str]:
+    return sorted(all_presets())
+
+
+def get_preset(name: str) -> Preset:
+    presets = all_presets()
+    if name not in presets:
+        raise ConfigError(f"preset {name!r} is invalid; use one of: {', '.join(sorted(presets))} "
+                          "(see 'ufl train --list-presets')")
+    return presets[name]
