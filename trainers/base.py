@@ -39,11 +39,14 @@ class FeatureLearner(tf_keras.Model):
       supports_reconstruction: ``reconstruct`` is implemented (export adds the ``reconstruct`` signature).
       uses_optimizer: the loop gives ``compile`` an outer optimizer (False for closed-form learners such
         as online dictionary learning and the Földiák network).
+      supports_jit: ``train_step``/``test_step`` compile with XLA (the loop honours ``jit_compile`` only
+        when this is True).
     """
 
     requires_labels: bool = False
     supports_reconstruction: bool = True
     uses_optimizer: bool = True
+    supports_jit: bool = True
 
     def __init__(self, sample_shape: Sequence[int], **kwargs):
         super().__init__(**kwargs)
@@ -64,6 +67,11 @@ class FeatureLearner(tf_keras.Model):
         """Reconstruction ``(batch, patch_dim)`` of ``(batch, patch_dim)`` patches."""
         raise NotImplementedError(f"{type(self).__name__} cannot reconstruct")
 
+    def encoder_model(self) -> tf_keras.Model:
+        """The encoder alone as a tf_keras model ``(batch, patch_dim) -> (batch, n_codes)``, sharing this
+        model's variables (what export serves and ``load_encoder`` reuses)."""
+        raise NotImplementedError(f"{type(self).__name__} does not expose an encoder model")
+
     def train_step(self, data: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
         """One update on a per-replica batch; returns per-replica scalar metrics (the loop averages them).
 
@@ -76,9 +84,11 @@ class FeatureLearner(tf_keras.Model):
         """Held-out metrics of one batch (no update); same keys as ``train_step`` where they apply."""
         raise NotImplementedError
 
-    def on_epoch_begin(self, epoch: int) -> None:
+    def on_epoch_begin(self, epoch: int) -> bool:
         """Called by the loop (eagerly, outside tf.function) before each epoch, 0-based; e.g. to switch the
-        phase of greedy layer-wise training. Default: nothing."""
+        phase of greedy layer-wise training. Returns True when the model changed what ``train_step``
+        traces (the loop then rebuilds its compiled step function). Default: nothing, False."""
+        return False
 
     def filters(self) -> Optional[np.ndarray]:
         """First-layer features as images ``(n, P, P, C)`` for plots, or None."""
