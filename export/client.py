@@ -1,0 +1,188 @@
+"""gRPC client of the TF-Serving API, built on the official ``tensorflow_serving.apis`` stubs.
+
+Talks to ``ufl serve`` or to a real ``tensorflow_model_server`` alike::
+
+    codes = predict("127.0.0.1:8500", "patches16", patches)             # (N, P*P*C) -> (N, K)
+    features = predict("127.0.0.1:8500", "patches16", images, signature_name="encode_images",
+                       input_key="images")
+
+Tensors travel as raw little-endian bytes in ``TensorProto.tensor_content`` (no per-element protobuf
+fields), which is what keeps a batch of 256 patches cheap to send and to decode. The two converters,
+:func:`tensor_proto_from_ndarray` and :func:`ndarray_from_tensor_proto`, are shared with the server.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Dict, Optional
+
+import grpc
+import numpy as np
+from tensorflow.core.framework import tensor_pb2, types_pb2
+from tensorflow_serving.apis import (get_model_status_pb2, model_service_pb2_grpc, predict_pb2,
+                                     prediction_service_pb2_grpc)
+
+from ufl.export import signatures
+
+#: gRPC's default 4 MiB limit is too small for a batch of images; TF-Serving clients raise it the same way.
+MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+CHANNEL_OPTIONS = (("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                   ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES))
+
+#: Default output key of each ufl signature, used when ``output_key`` is not given.
+DEFAULT_OUTPUT_KEYS = {
+    signatures.SERVING_DEFAULT: signatures.CODES_OUTPUT,
+    signatures.RECONSTRUCT: signatures.RECONSTRUCTION_OUTPUT,
+    signatures.ENCODE_IMAGES: signatures.FEATURES_OUTPUT,
+}
+
+# Numeric dtypes whose TensorProto.tensor_content is the plain little-endian buffer of the numpy array.
+_NUMPY_TO_DATATYPE = {
+    np.dtype(np.float32): types_pb2.DT_FLOAT, np.dtype(np.float64): types_pb2.DT_DOUBLE,
+    np.dtype(np.float16): types_pb2.DT_HALF, np.dtype(np.int8): types_pb2.DT_INT8,
+    np.dtype(np.int16): types_pb2.DT_INT16, np.dtype(np.int32): types_pb2.DT_INT32,
+    np.dtype(np.int64): types_pb2.DT_INT64, np.dtype(np.uint8): types_pb2.DT_UINT8,
+    np.dtype(np.uint16): types_pb2.DT_UINT16, np.dtype(np.uint32): types_pb2.DT_UINT32,
+    np.dtype(np.uint64): types_pb2.DT_UINT64, np.dtype(np.bool_): types_pb2.DT_BOOL,
+}
+_DATATYPE_TO_NUMPY = {value: key for key, value in _NUMPY_TO_DATATYPE.items()}
+
+
+def fill_tensor_proto(proto: tensor_pb2.TensorProto, array: np.ndarray) -> tensor_pb2.TensorProto:
+    """Writes ``array`` into ``proto`` (dtype, shape, ``tensor_content`` bytes) and returns ``proto``."""
+    array = np.asarray(array)
+    datatype = _NUMPY_TO_DATATYPE.get(array.dtype)
+    if datatype is None or array.dtype.byteorder == ">":
+        import tensorflow as tf  # strings and exotic dtypes: TensorFlow's own (slower) converter
+        proto.CopyFrom(tf.make_tensor_proto(array))
+        return proto
+    proto.dtype = datatype
+    dims = proto.tensor_shape.dim
+    for size in array.shape:
+        dims.add(size=size)
+    proto.tensor_content = np.ascontiguousarray(array).tobytes()
+    return proto
+
+
+def tensor_proto_from_ndarray(array: np.ndarray) -> tensor_pb2.TensorProto:
+    """A TensorProto holding ``array`` (any shape; numeric dtypes as raw ``tensor_content`` bytes)."""
+    return fill_tensor_proto(tensor_pb2.TensorProto(), array)
+
+
+def ndarray_from_tensor_proto(proto: tensor_pb2.TensorProto) -> np.ndarray:
+    """The numpy array held by a TensorProto, without copying when it uses ``tensor_content``.
+
+    Raises:
+      ValueError: the proto's content does not match its dtype and shape.
+    """
+    shape = tuple(dim.size for dim in proto.tensor_shape.dim)
+    dtype = _DATATYPE_TO_NUMPY.get(proto.dtype)
+    if dtype is not None and proto.tensor_content:
+        expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        if len(proto.tensor_content) != expected:
+            raise ValueError(f"tensor_content has {len(proto.tensor_content)} bytes but dtype "
+                             f"{dtype.name} and shape {list(shape)} need {expected}")
+        return np.frombuffer(proto.tensor_content, dtype=dtype).reshape(shape)
+    import tensorflow as tf  # value lists (float_val, ...) and strings: TensorFlow's converter
+    return tf.make_ndarray(proto)
+
+
+_channels: Dict[str, grpc.Channel] = {}
+_channels_lock = threading.Lock()
+
+
+def _channel(target: str) -> grpc.Channel:
+    """One long-lived channel per target: a channel's connection setup costs more than a Predict."""
+    with _channels_lock:
+        channel = _channels.get(target)
+        if channel is None:
+            channel = _channels[target] = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+        return channel
+
+
+def close_channels() -> None:
+    """Closes the cached channels (they are reopened on the next call)."""
+    with _channels_lock:
+        for channel in _channels.values():
+            channel.close()
+        _channels.clear()
+
+
+def predict(target: str, model_name: str, inputs: np.ndarray, *,
+            signature_name: str = signatures.SERVING_DEFAULT, input_key: str = signatures.PATCHES_INPUT,
+            output_key: Optional[str] = None, version: Optional[int] = None,
+            timeout: float = 30.0) -> np.ndarray:
+    """Calls ``PredictionService/Predict`` and returns one output tensor.
+
+    Args:
+      target: ``host:port`` of the gRPC API (``ufl serve --port``, default 8500).
+      model_name: served model name (``--model_name`` or the ``name`` in the model config file).
+      inputs: the input batch, e.g. raw patches in [0, 1] of shape ``(batch, P*P*C)`` float32.
+      signature_name: ``serving_default`` (codes), ``reconstruct`` or ``encode_images``.
+      input_key: the signature's input name (``patches``, or ``images`` for ``encode_images``).
+      output_key: the output to return; default: the ufl default for the signature (``codes``,
+        ``reconstruction``, ``features``) or the only output of the response.
+      version: a specific model version; default: the newest one served.
+      timeout: seconds before the call fails with DEADLINE_EXCEEDED.
+
+    Returns:
+      The output as a numpy array, e.g. codes ``(batch, n_codes)`` float32.
+
+    Raises:
+      grpc.RpcError: the server refused the request; ``.code()`` and ``.details()`` say why
+        (NOT_FOUND for an unknown model or version, INVALID_ARGUMENT for a wrong input, ...).
+      KeyError: the response has no output ``output_key``.
+    """
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = model_name
+    request.model_spec.signature_name = signature_name
+    if version is not None:
+        request.model_spec.version.value = int(version)
+    if output_key is not None:
+        request.output_filter.append(output_key)
+    fill_tensor_proto(request.inputs[input_key], inputs)
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(_channel(target))
+    response = stub.Predict(request, timeout=timeout)
+    key = output_key or DEFAULT_OUTPUT_KEYS.get(signature_name)
+    if key not in response.outputs:
+        if output_key is None and len(response.outputs) == 1:
+            key = next(iter(response.outputs))
+        else:
+            raise KeyError(f"model {model_name!r} signature {signature_name!r} returned outputs "
+                           f"{sorted(response.outputs)}, not {key!r}; pass output_key=")
+    return ndarray_from_tensor_proto(response.outputs[key])
+
+
+def wait_until_available(target: str, model_name: str, timeout: float = 60.0) -> int:
+    """Waits until the server at ``target`` serves a version of ``model_name``; returns that version.
+
+    Polls ``ModelService/GetModelStatus`` (as TF-Serving deployments' readiness checks do).
+
+    Raises:
+      TimeoutError: no version became AVAILABLE within ``timeout`` seconds; the message gives the last
+        status or error seen.
+    """
+    stub = model_service_pb2_grpc.ModelServiceStub(_channel(target))
+    request = get_model_status_pb2.GetModelStatusRequest()
+    request.model_spec.name = model_name
+    available = get_model_status_pb2.ModelVersionStatus.AVAILABLE
+    deadline = time.monotonic() + timeout
+    last_seen = "no answer"
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(f"model {model_name!r} is not available at {target} after {timeout:g} s "
+                               f"(last seen: {last_seen}); is 'ufl serve' running with this model?")
+        try:
+            response = stub.GetModelStatus(request, timeout=max(0.1, min(remaining, 5.0)),
+                                           wait_for_ready=True)
+            versions = [status.version for status in response.model_version_status
+                        if status.state == available]
+            if versions:
+                return max(versions)
+            last_seen = "; ".join(
+                f"version {status.version} {get_model_status_pb2.ModelVersionStatus.State.Name(status.state)}"
+                for status in response.model_version_status) or "no versions"
+        except grpc.RpcError as error:
+            last_seen = f"{error.code().name}: {error.details()}"
+        time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))

@@ -1,0 +1,391 @@
+"""Loads the versions of served models and keeps them current, as TF-Serving's ServerCore does.
+
+Each model has a base path holding integer version folders (MODELS/NAME/VERSION/, a SavedModel each).
+The manager serves the versions its version policy asks for (default: the newest one), polls the base
+path every ``poll_wait_seconds`` for new versions, loads a new version (and runs its warmup requests)
+before unloading the one it replaces, and remembers each version's state for ``GetModelStatus``.
+Models come from ``--model_name``/``--model_base_path`` or from a ``--model_config_file`` (a
+``ModelServerConfig`` text proto, as written by ``ufl export`` in MODELS/models.config).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import re
+import threading
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import grpc
+import numpy as np
+import tensorflow as tf
+from google.protobuf import text_format
+from tensorflow.core.protobuf import saved_model_pb2
+from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, prediction_log_pb2
+from tensorflow_serving.config import model_server_config_pb2
+
+from ufl.config import ConfigError
+from ufl.export import signatures
+from ufl.export.client import ndarray_from_tensor_proto
+
+State = get_model_status_pb2.ModelVersionStatus.State
+log = logging.getLogger("ufl.serve")
+
+_TF_CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
+#: TF-Serving reads at most this many warmup records per version.
+MAX_WARMUP_RECORDS = 1000
+
+
+class ServingError(Exception):
+    """A request failed. ``code`` is the ``grpc.StatusCode`` name the client receives, as from TF-Serving."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _shape_text(dims: Sequence[int]) -> str:
+    return "[" + ", ".join("?" if size < 0 else str(size) for size in dims) + "]"
+
+
+class ServableVersion:
+    """One loaded SavedModel version: its signature functions (cached) and SignatureDefs."""
+
+    def __init__(self, name: str, version: int, path: str):
+        self.name, self.version, self.path = name, version, path
+        self._loaded = tf.saved_model.load(path, tags=["serve"])
+        self.functions = dict(self._loaded.signatures)
+        with tf.io.gfile.GFile(os.path.join(path, "saved_model.pb"), "rb") as handle:
+            saved_model = saved_model_pb2.SavedModel.FromString(handle.read())
+        self.signature_defs = dict(saved_model.meta_graphs[0].signature_def)
+
+    def signature_def_map(self) -> get_model_metadata_pb2.SignatureDefMap:
+        """All SignatureDefs (what GetModelMetadata returns under ``signature_def``)."""
+        result = get_model_metadata_pb2.SignatureDefMap()
+        for key, signature_def in self.signature_defs.items():
+            result.signature_def[key].CopyFrom(signature_def)
+        return result
+
+    def _where(self, signature_name: str) -> str:
+        return f"signature {signature_name!r} of model {self.name!r} version {self.version}"
+
+    def input_dtypes(self, signature_name: str) -> Dict[str, np.dtype]:
+        """Input name -> numpy dtype of a signature (REST uses it to build arrays from JSON)."""
+        signature_name = self.check_signature(signature_name)
+        return {key: np.dtype(tf.as_dtype(info.dtype).as_numpy_dtype)
+                for key, info in self.signature_defs[signature_name].inputs.items()}
+
+    def check_signature(self, signature_name: str) -> str:
+        signature_name = signature_name or signatures.SERVING_DEFAULT
+        if signature_name not in self.functions:
+            raise ServingError("INVALID_ARGUMENT", (
+                f"Serving signature key {signature_name!r} not found in model {self.name!r} version "
+                f"{self.version}; expected one of: {', '.join(sorted(self.functions))}"))
+        return signature_name
+
+    def validate(self, inputs: Dict[str, np.ndarray], signature_name: str,
+                 output_filter: Sequence[str] = ()) -> Tuple[str, List[str]]:
+        """Checks a request against the SignatureDef; returns (signature name, output names to return).
+
+        Raises:
+          ServingError: INVALID_ARGUMENT naming the expected signature, inputs, dtypes, shapes or outputs.
+        """
+        signature_name = self.check_signature(signature_name)
+        signature_def = self.signature_defs[signature_name]
+        expected = sorted(signature_def.inputs)
+        extra = sorted(set(inputs) - set(expected))
+        missing = sorted(set(expected) - set(inputs))
+        if extra or missing:
+            raise ServingError("INVALID_ARGUMENT", (
+                f"Request inputs do not match the inputs of {self._where(signature_name)}: expected "
+                f"{expected}, got {sorted(inputs)} (unexpected: {extra}, missing: {missing})"))
+        for key, array in inputs.items():
+            info = signature_def.inputs[key]
+            dtype = tf.as_dtype(info.dtype)
+            if array.dtype != dtype.as_numpy_dtype and not (dtype == tf.string and array.dtype == object):
+                raise ServingError("INVALID_ARGUMENT", (
+                    f"input {key!r} of {self._where(signature_name)} expects dtype {dtype.name}, "
+                    f"got {tf.as_dtype(array.dtype).name if array.dtype != object else 'string'}"))
+            if not info.tensor_shape.unknown_rank:
+                dims = [dim.size for dim in info.tensor_shape.dim]
+                if len(dims) != array.ndim or any(size >= 0 and size != got
+                                                  for size, got in zip(dims, array.shape)):
+                    raise ServingError("INVALID_ARGUMENT", (
+                        f"input {key!r} of {self._where(signature_name)} expects shape "
+                        f"{_shape_text(dims)}, got {list(array.shape)}"))
+        outputs = sorted(signature_def.outputs)
+        for key in output_filter:
+            if key not in signature_def.outputs:
+                raise ServingError("INVALID_ARGUMENT", (
+                    f"output_filter {key!r} is not an output of {self._where(signature_name)}; "
+                    f"expected one of {outputs}"))
+        return signature_name, list(output_filter) or outputs
+
+    def run(self, signature_name: str, inputs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        """Runs a validated request through the signature's concrete function (traced once, at export)."""
+        try:
+            results = self.functions[signature_name](**{key: tf.constant(value) for key, value in inputs.items()})
+        except tf.errors.OpError as error:
+            raise ServingError(_TF_CODE_NAMES.get(error.error_code, "INTERNAL"),
+                               f"{self._where(signature_name)} failed: {error.message}") from error
+        return {key: value.numpy() for key, value in results.items()}
+
+    def predict(self, inputs: Dict[str, np.ndarray], signature_name: str = "",
+                output_filter: Sequence[str] = ()) -> Dict[str, np.ndarray]:
+        signature_name, outputs = self.validate(inputs, signature_name, output_filter)
+        results = self.run(signature_name, inputs)
+        return {key: results[key] for key in outputs}
+
+    def warmup(self) -> int:
+        """Replays ``assets.extra/tf_serving_warmup_requests`` (PredictionLog TFRecords); returns the count."""
+        path = os.path.join(self.path, "assets.extra", signatures.WARMUP_FILE)
+        if not tf.io.gfile.exists(path):
+            return 0
+        count = 0
+        for record in tf.data.TFRecordDataset(path).take(MAX_WARMUP_RECORDS).as_numpy_iterator():
+            entry = prediction_log_pb2.PredictionLog.FromString(record)
+            if entry.WhichOneof("log_type") != "predict_log":
+                continue
+            request = entry.predict_log.request
+            inputs = {key: ndarray_from_tensor_proto(value) for key, value in request.inputs.items()}
+            self.predict(inputs, request.model_spec.signature_name, list(request.output_filter))
+            count += 1
+        return count
+
+
+@dataclasses.dataclass
+class _VersionState:
+    state: int
+    error: str = ""
+    servable: Optional[ServableVersion] = None
+    failed_loads: int = 0
+
+
+def list_versions(base_path: str) -> List[int]:
+    """Integer version folders under ``base_path`` that hold a complete SavedModel, ascending."""
+    if not tf.io.gfile.isdir(base_path):
+        return []
+    versions = []
+    for entry in tf.io.gfile.listdir(base_path):
+        entry = entry.rstrip("/")
+        if re.fullmatch(r"\d+", entry) and tf.io.gfile.exists(os.path.join(base_path, entry, "saved_model.pb")):
+            versions.append(int(entry))
+    return sorted(versions)
+
+
+def aspired_versions(config: model_server_config_pb2.ModelConfig, available: List[int]) -> List[int]:
+    """The versions the model's ``model_version_policy`` asks for, among those on disk."""
+    policy = config.model_version_policy
+    kind = policy.WhichOneof("policy_choice")
+    if kind == "all":
+        return list(available)
+    if kind == "specific":
+        return sorted(set(policy.specific.versions) & set(available))
+    keep = policy.latest.num_versions if kind == "latest" and policy.latest.num_versions > 0 else 1
+    return available[-keep:]
+
+
+def single_model_config(model_name: str, model_base_path: str) -> model_server_config_pb2.ModelServerConfig:
+    """The config of ``--model_name``/``--model_base_path`` (one model, newest version)."""
+    config = model_server_config_pb2.ModelServerConfig()
+    entry = config.model_config_list.config.add()
+    entry.name, entry.base_path, entry.model_platform = model_name, model_base_path, "tensorflow"
+    return config
+
+
+def read_model_config_file(path: str) -> model_server_config_pb2.ModelServerConfig:
+    """Parses a ``ModelServerConfig`` text proto (``--model_config_file``)."""
+    if not tf.io.gfile.exists(path):
+        raise ConfigError(f"model_config_file {path!r} does not exist; run 'ufl export' (it writes "
+                          f"MODELS/{signatures.MODEL_CONFIG_FILE}) or fix the path")
+    with tf.io.gfile.GFile(path) as handle:
+        text = handle.read()
+    config = model_server_config_pb2.ModelServerConfig()
+    try:
+        text_format.Parse(text, config)
+    except text_format.ParseError as error:
+        raise ConfigError(f"model_config_file {path!r} is not a ModelServerConfig text proto: {error}")
+    return config
+
+
+def check_model_config(config: model_server_config_pb2.ModelServerConfig, source: str) -> None:
+    """Raises ConfigError for configs ufl serve cannot serve (names repeated, base paths missing, ...)."""
+    if config.WhichOneof("config") != "model_config_list":
+        raise ConfigError(f"{source}: only model_config_list is supported (got "
+                          f"{config.WhichOneof('config')}); list models as model_config_list {{ config {{ ... }} }}")
+    names = [entry.name for entry in config.model_config_list.config]
+    if not names:
+        raise ConfigError(f"{source}: model_config_list has no models; add config {{ name: ... base_path: ... }}")
+    for entry in config.model_config_list.config:
+        if not entry.name or names.count(entry.name) > 1:
+            raise ConfigError(f"{source}: model name {entry.name!r} is empty or repeated; give each model "
+                              "a unique name")
+        if entry.model_platform not in ("", "tensorflow"):
+            raise ConfigError(f"{source}: model {entry.name!r} has model_platform {entry.model_platform!r}; "
+                              "ufl serve serves TensorFlow SavedModels only (model_platform: \"tensorflow\")")
+        if not entry.base_path or not tf.io.gfile.isdir(entry.base_path):
+            raise ConfigError(f"{source}: base_path {entry.base_path!r} of model {entry.name!r} is not a "
+                              "directory; point it at MODELS/NAME as written by 'ufl export'")
+
+
+class ModelManager:
+    """Serves the aspired versions of each configured model and keeps them current.
+
+    Args:
+      config: the models (``ModelServerConfig`` with a ``model_config_list``).
+      poll_wait_seconds: seconds between scans of the base paths for new versions (0 = scan only at start).
+      enable_warmup: replay each version's warmup requests before serving it.
+      max_load_attempts: how many polls may retry a version that failed to load.
+      on_unload: called with each ServableVersion after it stops being served.
+      source: where the config came from, for error messages.
+    """
+
+    def __init__(self, config: model_server_config_pb2.ModelServerConfig, *, poll_wait_seconds: float = 1.0,
+                 enable_warmup: bool = True, max_load_attempts: int = 5,
+                 on_unload: Optional[Callable[[ServableVersion], None]] = None, source: str = "model config"):
+        self.poll_wait_seconds = poll_wait_seconds
+        self.enable_warmup = enable_warmup
+        self.max_load_attempts = max_load_attempts
+        self.on_unload = on_unload
+        self._lock = threading.Lock()          # guards _models, _states and _served
+        self._poll_lock = threading.Lock()     # one scan at a time (poller thread or config reload)
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self._models: Dict[str, model_server_config_pb2.ModelConfig] = {}
+        self._states: Dict[str, Dict[int, _VersionState]] = {}
+        self._served: Dict[str, Dict[int, ServableVersion]] = {}
+        self.reload_config(config, source=source)
+
+    def reload_config(self, config: model_server_config_pb2.ModelServerConfig, *, source: str) -> None:
+        """Replaces the served models (models no longer listed are unloaded) and scans at once."""
+        check_model_config(config, source)
+        with self._lock:
+            self._models = {entry.name: entry for entry in config.model_config_list.config}
+        self.poll()
+
+    def start(self) -> "ModelManager":
+        """Starts the background poller (stopped by :meth:`stop`)."""
+        if self.poll_wait_seconds > 0 and self._thread is None:
+            self._thread = threading.Thread(target=self._poll_until_stopped, name="ufl-model-poller",
+                                            daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def _poll_until_stopped(self) -> None:
+        while not self._stop.wait(self.poll_wait_seconds):
+            try:
+                self.poll()
+            except Exception:  # a broken version folder must not stop the poller
+                log.exception("scanning model base paths failed")
+
+    def poll(self) -> None:
+        """Scans every base path once: loads newly aspired versions, then unloads the others.
+
+        A served version is unloaded only once a wanted version is served, so a broken new version
+        leaves the previous one serving (its load error shows in GetModelStatus).
+        """
+        with self._poll_lock:
+            with self._lock:
+                models = dict(self._models)
+                for name in list(self._served):
+                    if name not in models:
+                        for version in list(self._served[name]):
+                            self._unload(name, version)
+            for name, config in models.items():
+                wanted = aspired_versions(config, list_versions(config.base_path))
+                for version in wanted:
+                    self._load(name, version, os.path.join(config.base_path, str(version)))
+                with self._lock:
+                    served = self._served.get(name, {})
+                    # Keep the old version when no wanted version loaded (a broken new export).
+                    if any(version in served for version in wanted) or not wanted:
+                        for version in [version for version in served if version not in wanted]:
+                            self._unload(name, version)
+
+    def _load(self, name: str, version: int, path: str) -> None:
+        with self._lock:
+            state = self._states.setdefault(name, {}).get(version)
+            if state is not None and (state.state == State.AVAILABLE or
+                                      state.failed_loads >= self.max_load_attempts):
+                return
+            failed = state.failed_loads if state else 0
+            self._states[name][version] = _VersionState(State.LOADING, failed_loads=failed)
+        try:
+            servable = ServableVersion(name, version, path)
+            warmed = servable.warmup() if self.enable_warmup else 0
+        except Exception as error:  # any load failure is reported through GetModelStatus
+            log.error("loading model %s version %d from %s failed: %s", name, version, path, error)
+            with self._lock:
+                self._states[name][version] = _VersionState(State.END, error=str(error),
+                                                            failed_loads=failed + 1)
+            return
+        log.info("serving model %s version %d from %s (%d warmup requests)", name, version, path, warmed)
+        with self._lock:
+            self._states[name][version] = _VersionState(State.AVAILABLE, servable=servable)
+            self._served.setdefault(name, {})[version] = servable
+
+    def _unload(self, name: str, version: int) -> None:
+        """Stops serving a version (called with ``_lock`` held); in-flight requests keep their reference."""
+        servable = self._served[name].pop(version)
+        if not self._served[name]:
+            del self._served[name]
+        self._states[name][version] = _VersionState(State.END)
+        log.info("unloaded model %s version %d", name, version)
+        if self.on_unload is not None:
+            self.on_unload(servable)
+
+    def model_names(self) -> List[str]:
+        with self._lock:
+            return sorted(self._models)
+
+    def available_versions(self, name: str) -> List[int]:
+        with self._lock:
+            return sorted(self._served.get(name, {}))
+
+    def resolve(self, name: str, version: Optional[int] = None, label: str = "") -> ServableVersion:
+        """The served version asked for (newest when ``version`` and ``label`` are unset).
+
+        Raises:
+          ServingError: NOT_FOUND for an unknown model, version or label, as TF-Serving words it.
+        """
+        with self._lock:
+            served = self._served.get(name, {})
+            if label:
+                config = self._models.get(name)
+                if config is None or label not in config.version_labels:
+                    raise ServingError("NOT_FOUND", f"Servable not found for request: Label({name}, {label}); "
+                                                    "no such model or version label")
+                version = config.version_labels[label]
+            if version is None:
+                if not served:
+                    known = ", ".join(sorted(self._served)) or "none"
+                    raise ServingError("NOT_FOUND", f"Servable not found for request: Latest({name}); "
+                                                    f"models served: {known}")
+                return served[max(served)]
+            if version not in served:
+                raise ServingError("NOT_FOUND", f"Servable not found for request: Specific({name}, {version}); "
+                                                f"versions served: {sorted(served) or 'none'}")
+            return served[version]
+
+    def status(self, name: str, version: Optional[int] = None) -> List[Tuple[int, int, str]]:
+        """(version, State, error message) of each known version of ``name``, newest first.
+
+        Raises:
+          ServingError: NOT_FOUND when the model or the version is unknown.
+        """
+        with self._lock:
+            states = self._states.get(name) if name in self._models else None
+            if not states:
+                raise ServingError("NOT_FOUND", f"Could not find any versions of model {name}")
+            if version is not None:
+                if version not in states:
+                    raise ServingError("NOT_FOUND", f"Could not find version {version} of model {name}")
+                states = {version: states[version]}
+            return [(number, states[number].state, states[number].error) for number in sorted(states, reverse=True)]

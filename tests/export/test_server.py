@@ -1,0 +1,283 @@
+"""gRPC API of ufl serve, called with the official tensorflow_serving.apis stubs as any TF-Serving client."""
+import re
+import threading
+
+import grpc
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc,
+                                     predict_pb2, prediction_service_pb2_grpc)
+
+import serving_testlib as lib
+from ufl.config import ConfigError
+from ufl.export import signatures
+from ufl.export.model_manager import (ModelManager, ServableVersion, read_model_config_file,
+                                       single_model_config)
+from ufl.export.server import ModelServer, read_batching_parameters
+
+AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
+END = get_model_status_pb2.ModelVersionStatus.END
+
+
+@pytest.fixture(scope="module")
+def coder(tmp_path_factory):
+    return lib.template(tmp_path_factory, 1.0)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, coder):
+    base = str(tmp_path_factory.mktemp("served") / "coder")
+    lib.install_version(coder, base, 1)
+    server = lib.start_server(base, poll_wait_seconds=0, max_message_bytes=1 << 20)
+    yield server
+    server.stop()
+
+
+def stubs(port):
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.max_send_message_length", 64 << 20)])
+    return (prediction_service_pb2_grpc.PredictionServiceStub(channel),
+            model_service_pb2_grpc.ModelServiceStub(channel))
+
+
+def request(array, name="coder", signature="", key=signatures.PATCHES_INPUT, version=None, output_filter=()):
+    message = predict_pb2.PredictRequest()
+    message.model_spec.name = name
+    message.model_spec.signature_name = signature
+    if version is not None:
+        message.model_spec.version.value = version
+    message.inputs[key].CopyFrom(tf.make_tensor_proto(array))
+    message.output_filter.extend(output_filter)
+    return message
+
+
+@pytest.mark.parametrize("signature, key, make_input", [
+    (signatures.SERVING_DEFAULT, signatures.PATCHES_INPUT, lambda: lib.patches(5)),
+    (signatures.RECONSTRUCT, signatures.PATCHES_INPUT, lambda: lib.patches(1, seed=3)),
+    (signatures.ENCODE_IMAGES, signatures.IMAGES_INPUT,
+     lambda: np.random.default_rng(2).uniform(size=(3, 8, 8, 1)).astype(np.float32)),
+])
+def test_predict_equals_the_savedmodel_called_in_process(server, coder, signature, key, make_input):
+    inputs = make_input()
+    predict, _ = stubs(server.port)
+    response = predict.Predict(request(inputs, signature=signature, key=key), timeout=30)
+    (output_key, served), = response.outputs.items()
+    expected = lib.in_process(coder, signature, **{key: inputs})
+    np.testing.assert_allclose(tf.make_ndarray(served), expected, rtol=1e-6, atol=1e-7)
+    assert np.count_nonzero(expected) > 0
+    assert (response.model_spec.name, response.model_spec.version.value,
+            response.model_spec.signature_name) == ("coder", 1, signature)
+
+
+def test_empty_signature_name_means_serving_default_and_output_filter_is_honoured(server):
+    predict, _ = stubs(server.port)
+    response = predict.Predict(request(lib.patches(2), output_filter=[signatures.CODES_OUTPUT]), timeout=30)
+    assert list(response.outputs) == [signatures.CODES_OUTPUT]
+    assert response.model_spec.signature_name == signatures.SERVING_DEFAULT
+    assert tf.make_ndarray(response.outputs[signatures.CODES_OUTPUT]).shape == (2, lib.N_CODES)
+
+
+@pytest.mark.parametrize("bad_request, code, message", [
+    (lambda: request(lib.patches(2), name="nope"), grpc.StatusCode.NOT_FOUND, r"Latest\(nope\)"),
+    (lambda: request(lib.patches(2), version=7), grpc.StatusCode.NOT_FOUND, r"Specific\(coder, 7\)"),
+    (lambda: request(lib.patches(2), signature="classify"), grpc.StatusCode.INVALID_ARGUMENT,
+     r"'classify' not found .*encode_images, reconstruct, serving_default"),
+    (lambda: request(lib.patches(2), key="pixels"), grpc.StatusCode.INVALID_ARGUMENT,
+     r"expected \['patches'\], got \['pixels'\]"),
+    (lambda: request(lib.patches(2).astype(np.float64)), grpc.StatusCode.INVALID_ARGUMENT,
+     r"expects dtype float32, got float64"),
+    (lambda: request(np.zeros((2, 15), np.float32)), grpc.StatusCode.INVALID_ARGUMENT,
+     r"expects shape \[\?, 16\], got \[2, 15\]"),
+    (lambda: request(lib.patches(2), output_filter=["features"]), grpc.StatusCode.INVALID_ARGUMENT,
+     r"output_filter 'features' .* expected one of \['codes'\]"),
+    (lambda: request(np.zeros((600, 1024), np.float32)), grpc.StatusCode.RESOURCE_EXHAUSTED, r"larger than max"),
+])
+def test_bad_request_gets_tf_serving_error_and_server_keeps_serving(server, bad_request, code, message):
+    predict, _ = stubs(server.port)
+    with pytest.raises(grpc.RpcError) as caught:
+        predict.Predict(bad_request(), timeout=30)
+    assert caught.value.code() == code
+    assert re.search(message, caught.value.details() or "")
+    assert predict.Predict(request(lib.patches(1)), timeout=30).outputs[signatures.CODES_OUTPUT].tensor_shape.dim
+
+
+def test_corrupt_tensor_content_is_invalid_argument(server):
+    predict, _ = stubs(server.port)
+    message = request(lib.patches(2))
+    message.inputs[signatures.PATCHES_INPUT].tensor_content = b"\0" * 10
+    with pytest.raises(grpc.RpcError) as caught:
+        predict.Predict(message, timeout=30)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "10 bytes" in caught.value.details()
+
+
+def test_get_model_metadata_returns_every_signature_def(server):
+    predict, _ = stubs(server.port)
+    metadata_request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+    metadata_request.model_spec.name = "coder"
+    response = predict.GetModelMetadata(metadata_request, timeout=30)
+    signature_map = get_model_metadata_pb2.SignatureDefMap()
+    assert response.metadata["signature_def"].Unpack(signature_map)
+    serving = signature_map.signature_def[signatures.SERVING_DEFAULT]
+    assert [dim.size for dim in serving.inputs[signatures.PATCHES_INPUT].tensor_shape.dim] == [-1, lib.PATCH_DIM]
+    assert [dim.size for dim in serving.outputs[signatures.CODES_OUTPUT].tensor_shape.dim] == [-1, lib.N_CODES]
+    assert {signatures.RECONSTRUCT, signatures.ENCODE_IMAGES} <= set(signature_map.signature_def)
+    assert response.model_spec.version.value == 1
+    metadata_request.metadata_field[:] = ["graph"]
+    with pytest.raises(grpc.RpcError) as caught:
+        predict.GetModelMetadata(metadata_request, timeout=30)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "graph" in caught.value.details()
+
+
+def test_get_model_status_reports_available_version_and_not_found(server):
+    _, models = stubs(server.port)
+    status_request = get_model_status_pb2.GetModelStatusRequest()
+    status_request.model_spec.name = "coder"
+    (status,) = models.GetModelStatus(status_request, timeout=30).model_version_status
+    assert (status.version, status.state, status.status.error_code) == (1, AVAILABLE, 0)
+    status_request.model_spec.name = "unknown"
+    with pytest.raises(grpc.RpcError) as caught:
+        models.GetModelStatus(status_request, timeout=30)
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_new_version_is_served_after_the_poll_and_the_old_one_unloaded(tmp_path_factory, coder):
+    doubled = lib.template(tmp_path_factory, 2.0)
+    base = str(tmp_path_factory.mktemp("polled") / "coder")
+    lib.install_version(coder, base, 1)
+    inputs = lib.patches(4)
+    with lib.start_server(base, poll_wait_seconds=0.2) as server:
+        predict, models = stubs(server.port)
+        first = tf.make_ndarray(predict.Predict(request(inputs), timeout=30).outputs["codes"])
+        lib.install_version(doubled, base, 2)
+        status_request = get_model_status_pb2.GetModelStatusRequest()
+        status_request.model_spec.name = "coder"
+
+        def states():
+            return {status.version: status.state
+                    for status in models.GetModelStatus(status_request, timeout=30).model_version_status}
+
+        lib.wait_for(lambda: states() == {2: AVAILABLE, 1: END})
+        response = predict.Predict(request(inputs), timeout=30)
+        assert response.model_spec.version.value == 2
+        np.testing.assert_allclose(tf.make_ndarray(response.outputs["codes"]),
+                                   lib.in_process(doubled, "serving_default", patches=inputs), rtol=1e-6, atol=1e-7)
+        assert not np.allclose(first, tf.make_ndarray(response.outputs["codes"]))
+        with pytest.raises(grpc.RpcError) as caught:
+            predict.Predict(request(inputs, version=1), timeout=30)
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_batching_runs_concurrent_requests_together_with_the_same_answers(tmp_path, coder, monkeypatch):
+    base = str(tmp_path / "coder")
+    lib.install_version(coder, base, 1)
+    batching_file = tmp_path / "batching.config"
+    batching_file.write_text("max_batch_size { value: 64 }\nbatch_timeout_micros { value: 200000 }\n"
+                             "num_batch_threads { value: 1 }\nmax_enqueued_batches { value: 10 }\n")
+    runs = []
+    original_run = ServableVersion.run
+    monkeypatch.setattr(ServableVersion, "run",
+                        lambda self, name, inputs: runs.append(len(inputs["patches"])) or original_run(self, name, inputs))
+    inputs = [lib.patches(3, seed=seed) for seed in range(8)]
+    answers = [None] * len(inputs)
+    with lib.start_server(base, poll_wait_seconds=0, batching=read_batching_parameters(str(batching_file))) as server:
+        predict, _ = stubs(server.port)
+
+        def call(index):
+            answers[index] = tf.make_ndarray(predict.Predict(request(inputs[index]), timeout=30).outputs["codes"])
+
+        threads = [threading.Thread(target=call, args=(index,)) for index in range(len(inputs))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    expected = lib.in_process(coder, "serving_default", patches=np.concatenate(inputs))
+    np.testing.assert_allclose(np.concatenate(answers), expected, rtol=1e-6, atol=1e-7)
+    assert sum(runs) == 3 * len(inputs) and len(runs) < len(inputs)
+
+
+def test_batching_parameters_file_as_ufl_export_writes_it(tmp_path):
+    path = tmp_path / "batching.config"
+    path.write_text("max_batch_size { value: 256 }\nbatch_timeout_micros { value: 1000 }\n"
+                    "num_batch_threads { value: 2 }\nallowed_batch_sizes: 64\nallowed_batch_sizes: 256\n"
+                    "some_newer_field { value: 1 }\n")
+    options = read_batching_parameters(str(path))
+    assert (options.max_batch_size, options.batch_timeout_micros, options.num_batch_threads,
+            options.allowed_batch_sizes) == (256, 1000, 2, (64, 256))
+    path.write_text("max_batch_size { value: 0 }\n")
+    with pytest.raises(ConfigError, match="must be positive"):
+        read_batching_parameters(str(path))
+    path.write_text("max_batch_size: {{ oops\n")
+    with pytest.raises(ConfigError, match="is not a BatchingParameters text proto"):
+        read_batching_parameters(str(path))
+    path.write_text("max_batch_size { value: 256 }\nallowed_batch_sizes: 64\n")
+    with pytest.raises(ConfigError, match="largest allowed_batch_sizes 64 must equal max_batch_size 256"):
+        read_batching_parameters(str(path))
+    with pytest.raises(ConfigError, match="batching_parameters_file .* does not exist"):
+        read_batching_parameters(str(tmp_path / "missing.config"))
+
+
+def test_model_config_file_with_version_policy_and_labels(tmp_path_factory, coder):
+    doubled = lib.template(tmp_path_factory, 2.0)
+    root = tmp_path_factory.mktemp("config")
+    for version, template in ((1, coder), (2, doubled)):
+        lib.install_version(template, str(root / "both"), version)
+    lib.install_version(coder, str(root / "latest"), 3)
+    config_file = root / "models.config"
+    config_file.write_text(f"""model_config_list {{
+      config {{ name: "both" base_path: "{root / 'both'}" model_platform: "tensorflow"
+               model_version_policy {{ all {{}} }} version_labels {{ key: "stable" value: 1 }} }}
+      config {{ name: "latest" base_path: "{root / 'latest'}" model_platform: "tensorflow" }}
+    }}""")
+    manager = ModelManager(read_model_config_file(str(config_file)), poll_wait_seconds=0)
+    assert manager.available_versions("both") == [1, 2] and manager.available_versions("latest") == [3]
+    inputs = lib.patches(2)
+    with ModelServer(manager, port=0, rest_api_port=None) as server:
+        predict, _ = stubs(server.port)
+        message = request(inputs, name="both")
+        message.model_spec.version_label = "stable"
+        response = predict.Predict(message, timeout=30)
+        assert response.model_spec.version.value == 1
+        np.testing.assert_allclose(tf.make_ndarray(response.outputs["codes"]),
+                                   lib.in_process(coder, "serving_default", patches=inputs), rtol=1e-6, atol=1e-7)
+        assert predict.Predict(request(inputs, name="both"), timeout=30).model_spec.version.value == 2
+
+
+def test_model_config_errors_name_the_problem(tmp_path):
+    config_file = tmp_path / "models.config"
+    with pytest.raises(ConfigError, match="does not exist; run 'ufl export'"):
+        read_model_config_file(str(config_file))
+    config_file.write_text("model_config_list { config { name: 'a' base_path: ")
+    with pytest.raises(ConfigError, match="is not a ModelServerConfig text proto"):
+        read_model_config_file(str(config_file))
+    config_file.write_text(f"model_config_list {{ config {{ name: 'a' base_path: '{tmp_path}/missing' }} }}")
+    with pytest.raises(ConfigError, match="base_path .*missing' of model 'a' is not a directory"):
+        ModelManager(read_model_config_file(str(config_file)))
+    config_file.write_text(f"model_config_list {{ config {{ name: 'a' base_path: '{tmp_path}' }}"
+                           f" config {{ name: 'a' base_path: '{tmp_path}' }} }}")
+    with pytest.raises(ConfigError, match="model name 'a' is empty or repeated"):
+        ModelManager(read_model_config_file(str(config_file)))
+    config_file.write_text(f"model_config_list {{ config {{ name: 'a' base_path: '{tmp_path}' "
+                           "model_platform: 'pytorch' }}")
+    with pytest.raises(ConfigError, match="model_platform 'pytorch'; ufl serve serves TensorFlow"):
+        ModelManager(read_model_config_file(str(config_file)))
+    config_file.write_text("model_config_list { }")
+    with pytest.raises(ConfigError, match="model_config_list has no models"):
+        ModelManager(read_model_config_file(str(config_file)))
+    config_file.write_text("custom_model_config { }")
+    with pytest.raises(ConfigError, match="only model_config_list is supported"):
+        ModelManager(read_model_config_file(str(config_file)))
+
+
+def test_warmup_requests_run_before_serving_and_a_failing_warmup_fails_the_load(tmp_path, coder):
+    base = str(tmp_path / "coder")
+    good = lib.install_version(coder, base, 1)
+    lib.write_warmup(good, [{"patches": lib.patches(2)}, {"patches": lib.patches(1)}])
+    manager = ModelManager(single_model_config("coder", base), poll_wait_seconds=0)
+    assert manager.resolve("coder").warmup() == 2
+    bad = lib.install_version(coder, base, 2)
+    lib.write_warmup(bad, [{"pixels": lib.patches(2)}])
+    manager.poll()
+    version, state, error = manager.status("coder", 2)[0]
+    assert state == END and "expected ['patches'], got ['pixels']" in error
+    assert manager.resolve("coder").version == 1
