@@ -118,6 +118,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def _discard_body(self, length: int) -> None:
+        """Reads an oversized body in chunks without keeping it, so the client gets the error answer."""
+        while length > 0:
+            chunk = self.rfile.read(min(length, 1 << 20))
+            if not chunk:
+                break
+            length -= len(chunk)
+
     def _error(self, error: ServingError) -> None:
         self._send(HTTP_STATUS.get(error.code, 500), {"error": error.message})
 
@@ -158,7 +166,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         try:
             length = int(self.headers.get("Content-Length") or 0)
             if length > self.max_body_bytes:
-                self.close_connection = True
+                self._discard_body(length)
                 raise ServingError("RESOURCE_EXHAUSTED", f"request body of {length} bytes is larger than the "
                                                          f"limit of {self.max_body_bytes} bytes; send smaller batches")
             raw = self.rfile.read(length)

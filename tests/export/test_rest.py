@@ -1,0 +1,105 @@
+"""REST API of ufl serve, called with plain HTTP (urllib) as a TF-Serving REST client would."""
+import json
+import re
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+
+import serving_testlib as lib
+from ufl.export import signatures
+from ufl.export.model_manager import ServingError
+from ufl.export.rest import format_predict_response
+
+
+@pytest.fixture(scope="module")
+def coder(tmp_path_factory):
+    return lib.template(tmp_path_factory, 1.0)
+
+
+@pytest.fixture(scope="module")
+def url(tmp_path_factory, coder):
+    base = str(tmp_path_factory.mktemp("rest") / "coder")
+    lib.install_version(coder, base, 1)
+    server = lib.start_server(base, rest=True, poll_wait_seconds=0, max_message_bytes=1 << 20)
+    yield f"http://127.0.0.1:{server.rest_api_port}/v1/models/coder"
+    server.stop()
+
+
+def call(address, body=None, *, raw=None):
+    """(HTTP status, decoded JSON) of a GET (no body) or POST."""
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    try:
+        with urllib.request.urlopen(urllib.request.Request(address, data=data), timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_model_status(url):
+    assert call(url) == (200, {"model_version_status": [
+        {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]})
+    assert call(url + "/versions/1")[0] == 200
+
+
+def test_metadata_lists_signature_defs(url):
+    status, body = call(url + "/metadata")
+    assert status == 200 and body["model_spec"] == {"name": "coder", "signature_name": "", "version": "1"}
+    serving = body["metadata"]["signature_def"]["signature_def"][signatures.SERVING_DEFAULT]
+    assert [dim["size"] for dim in serving["inputs"]["patches"]["tensor_shape"]["dim"]] == ["-1", str(lib.PATCH_DIM)]
+    assert serving["outputs"]["codes"]["dtype"] == "DT_FLOAT"
+
+
+def test_row_and_columnar_predict_equal_the_savedmodel_in_process(url, coder):
+    patches = lib.patches(3)
+    expected = lib.in_process(coder, signatures.SERVING_DEFAULT, patches=patches)
+    status, rows = call(url + ":predict", {"instances": patches.tolist()})
+    assert status == 200
+    np.testing.assert_allclose(np.asarray(rows["predictions"], np.float32), expected, rtol=1e-6, atol=1e-7)
+    status, columns = call(url + "/versions/1:predict", {"inputs": {"patches": patches.tolist()}})
+    assert status == 200
+    np.testing.assert_allclose(np.asarray(columns["outputs"], np.float32), expected, rtol=1e-6, atol=1e-7)
+    status, named = call(url + ":predict", {"instances": [{"patches": row} for row in patches.tolist()]})
+    assert status == 200 and np.asarray(named["predictions"]).shape == expected.shape
+
+
+def test_predict_other_signature(url, coder):
+    images = np.random.default_rng(4).uniform(size=(2, 8, 8, 1)).astype(np.float32)
+    status, body = call(url + ":predict", {"signature_name": signatures.ENCODE_IMAGES, "inputs": images.tolist()})
+    assert status == 200
+    np.testing.assert_allclose(np.asarray(body["outputs"], np.float32),
+                               lib.in_process(coder, signatures.ENCODE_IMAGES, images=images), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("path, body, code, message", [
+    ("/v1/models/nope:predict", {"instances": [[0.0] * 16]}, 404, r"Latest\(nope\)"),
+    ("/v1/models/coder/versions/3", None, 404, "Could not find version 3 of model coder"),
+    ("/v1/models/coder:predict", {"signature_name": "x", "instances": [[0.0] * 16]}, 400, "'x' not found"),
+    ("/v1/models/coder:predict", {"instances": [[0.0] * 15]}, 400, r"expects shape \[\?, 16\], got \[1, 15\]"),
+    ("/v1/models/coder:predict", {"instances": [[0.0] * 16, [0.0]]}, 400, "ragged list or wrong type"),
+    ("/v1/models/coder:predict", {"inputs": {"pixels": [[0.0] * 16]}}, 400, r"expected \['patches'\]"),
+    ("/v1/models/coder:predict", {"instances": [], "inputs": []}, 400, "exactly one of 'instances'"),
+    ("/v1/models/coder:predict", [1, 2], 400, "must be an object"),
+    ("/v1/models/coder:predict", "{not json", 400, "JSON Parse error"),
+    ("/v1/models/coder:classify", {"instances": []}, 501, "not supported"),
+    ("/v2/whatever", None, 404, "Malformed request"),
+    ("/v1/models/coder:predict", {"instances": np.zeros((300, 1000)).tolist()}, 429, "larger than the limit"),
+])
+def test_errors_are_json_with_tf_serving_http_codes_and_server_survives(url, path, body, code, message):
+    address = url.split("/v1/")[0] + path
+    raw = body.encode() if isinstance(body, str) else None
+    status, answer = call(address, body if raw is None else None, raw=raw)
+    assert status == code and list(answer) == ["error"]
+    assert re.search(message, answer["error"])
+    assert call(url + ":predict", {"instances": lib.patches(1).tolist()})[0] == 200
+
+
+def test_row_format_with_several_outputs_gives_one_object_per_row():
+    outputs = {"codes": np.arange(4.0).reshape(2, 2), "norm": np.array([1.0, 2.0])}
+    assert format_predict_response(outputs, row_format=True) == {"predictions": [
+        {"codes": [0.0, 1.0], "norm": 1.0}, {"codes": [2.0, 3.0], "norm": 2.0}]}
+    assert format_predict_response(outputs, row_format=False) == {"outputs": {
+        "codes": [[0.0, 1.0], [2.0, 3.0]], "norm": [1.0, 2.0]}}
+    with pytest.raises(ServingError, match="different batch sizes"):
+        format_predict_response({"a": np.zeros((2, 1)), "b": np.zeros(3)}, row_format=True)
