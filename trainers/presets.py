@@ -44,6 +44,16 @@ class Preset:
     reference: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
+#: Presets registered at run time with ``register_preset`` (extensions and tests).
+_REGISTERED: Dict[str, Preset] = {}
+
+
+def register_preset(preset: Preset) -> Preset:
+    """Adds a preset besides those of ``PRESET_MODULES`` (a later one with the same name replaces it)."""
+    _REGISTERED[preset.name] = preset
+    return preset
+
+
 def all_presets() -> Dict[str, Preset]:
     presets: Dict[str, Preset] = {}
     for module_name in PRESET_MODULES:
@@ -55,6 +65,7 @@ def all_presets() -> Dict[str, Preset]:
             continue
         for preset in getattr(module, "PRESETS", ()):
             presets[preset.name] = preset
+    presets.update(_REGISTERED)
     return presets
 
 

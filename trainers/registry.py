@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 from typing import Callable, Dict, Sequence, Type
 
 from ufl.config.base import ConfigError
@@ -46,6 +47,14 @@ def model_class(kind: str) -> type:
     if kind not in _MODEL_KINDS:
         raise ConfigError(f"model kind {kind!r} is invalid; use one of: {', '.join(sorted(_MODEL_KINDS))}")
     return _MODEL_KINDS[kind]
+
+
+def model_arguments(kind: str) -> Sequence[str]:
+    """Constructor arguments of model ``kind`` that a config may set (``model.<argument>``), plus ``kind``."""
+    parameters = inspect.signature(model_class(kind).__init__).parameters.values()
+    named = [p.name for p in parameters
+             if p.name not in ("self", "sample_shape") and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    return sorted(set(named) | {"kind"})
 
 
 def build_model(model_spec: dict, sample_shape: Sequence[int]):

@@ -94,3 +94,80 @@ def load_trained_model(run_dir: str, *, checkpoint: Optional[str] = None) -> Tra
                           f"{CHECKPOINT_DIR}/ (training has not saved one yet)")
     tf.train.Checkpoint(model=model).restore(path).expect_partial().assert_existing_objects_matched()
     return TrainedModel(model, config, metadata, stats, path)
+
+
+HISTORY_FILE = "history.jsonl"
+#: What ``--restart`` removes from RUN/ (everything ``ufl train`` writes there, nothing else).
+RUN_OUTPUTS = (CHECKPOINT_DIR, LOG_DIR, PLOT_DIR, METRICS_FILE)
+
+
+def prepare_run_dir(run_dir: str, config: dict, data_dir: str, *, restart: bool, write: bool) -> bool:
+    """Checks RUN/ against ``config`` and readies it; returns True when training starts over.
+
+    Refuses a RUN/ made by a different preset unless ``restart``; with ``restart`` removes RUN/'s previous
+    outputs. When ``write`` (the chief), saves ``config.json`` and copies DATA/'s metadata and statistics.
+    """
+    config_path = os.path.join(run_dir, CONFIG_FILE)
+    previous = read_json(config_path) if tf.io.gfile.exists(config_path) else None
+    if previous is not None and previous.get("preset") != config["preset"] and not restart:
+        raise ConfigError(f"run {run_dir!r} was made by preset {previous.get('preset')!r}, not "
+                          f"{config['preset']!r}; use another --out, or --restart to discard it")
+    fresh = restart or not tf.io.gfile.exists(os.path.join(run_dir, CHECKPOINT_DIR, "checkpoint"))
+    if write:
+        if restart:
+            for name in RUN_OUTPUTS:
+                path = os.path.join(run_dir, name)
+                if tf.io.gfile.isdir(path):
+                    tf.io.gfile.rmtree(path)
+                elif tf.io.gfile.exists(path):
+                    tf.io.gfile.remove(path)
+        for name in (CHECKPOINT_DIR, LOG_DIR, PLOT_DIR, DATA_COPY_DIR):
+            tf.io.gfile.makedirs(os.path.join(run_dir, name))
+        write_json(config_path, config)
+        for name in ("metadata.json", "stats.npz"):
+            source = os.path.join(data_dir, name)
+            if tf.io.gfile.exists(source):
+                tf.io.gfile.copy(source, os.path.join(run_dir, DATA_COPY_DIR, name), overwrite=True)
+    return fresh
+
+
+def write_json(path: str, value: dict) -> None:
+    """Writes JSON through a temporary sibling and a rename, so readers never see half a file."""
+    tmp = path + ".tmp"
+    with tf.io.gfile.GFile(tmp, "w") as handle:
+        handle.write(json.dumps(value, indent=2, sort_keys=True, default=_jsonable) + "\n")
+    tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+def _jsonable(value):
+    if isinstance(value, (np.generic,)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+def append_history(run_dir: str, record: dict) -> None:
+    """Appends one line to RUN/logs/history.jsonl (the loss curve behind plots/loss.png)."""
+    path = os.path.join(run_dir, LOG_DIR, HISTORY_FILE)
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record, default=_jsonable) + "\n")
+
+
+def read_history(run_dir: str) -> list:
+    path = os.path.join(run_dir, LOG_DIR, HISTORY_FILE)
+    if not os.path.exists(path):
+        return []
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def truncate_history(run_dir: str, step: int) -> None:
+    """Drops history records after ``step`` (written after the checkpoint a resumed run starts from)."""
+    records = read_history(run_dir)
+    kept = [record for record in records if record.get("step", 0) <= step]
+    if len(kept) != len(records):
+        path = os.path.join(run_dir, LOG_DIR, HISTORY_FILE)
+        with open(path + ".tmp", "w", encoding="utf-8") as handle:
+            handle.writelines(json.dumps(record) + "\n" for record in kept)
+        os.replace(path + ".tmp", path)

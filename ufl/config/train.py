@@ -2,11 +2,19 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, Optional
+import json
+from typing import Any, Dict, Iterable, Mapping, Optional, Tuple
 
-from ufl.config.base import require, require_choice
+from ufl.config.base import ConfigError, require, require_choice
 
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
+
+#: tf_keras optimizer names accepted in ``optimizer.name`` (lower case; class names also work).
+OPTIMIZERS = ("adadelta", "adafactor", "adagrad", "adam", "adamax", "adamw", "ftrl", "lion", "nadam",
+              "rmsprop", "sgd")
+
+#: TrainConfig fields that describe where the run reads and writes; not settable with ``--set``.
+LOCATION_FIELDS = ("preset", "data", "out")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,15 +28,18 @@ class TrainConfig:
       model: the model's constructor arguments (preset values with overrides applied), including
         ``kind`` (the registered model name).
       epochs: passes over the training split (> 0).
-      batch_size: global batch size, split evenly across replicas (> 0).
-      optimizer: outer optimizer spec, e.g. ``{"name": "adam", "learning_rate": 1e-3}``
-        (ignored by models that learn without one, such as online dictionary learning).
+      batch_size: global batch size, split evenly across replicas (> 0; divisible by the replicas).
+      optimizer: outer optimizer spec, e.g. ``{"name": "adam", "learning_rate": 1e-3}``; the other keys
+        are the tf_keras optimizer's constructor arguments (ignored by models that learn without one,
+        such as online dictionary learning).
       strategy: ``auto`` (MultiWorker from TF_CONFIG, Mirrored with >1 GPU, else default) or a name.
       checkpoint_every: steps between checkpoints (> 0); a checkpoint is also written at the end.
-      steps_per_execution: training steps run per call of the compiled step function (> 0).
-      jit_compile: compile the step function with XLA.
-      seed: seed of initialization and shuffling.
-      restart: discard RUN/'s checkpoints and start over.
+      steps_per_execution: training steps run per call of the compiled step function (> 0); metrics
+        reach the host once per call.
+      jit_compile: compile the model's step with XLA (honoured when the model supports it).
+      seed: seed of initialization and shuffling (epoch e is shuffled with seed + e).
+      restart: discard RUN/'s checkpoints, logs, plots and metrics and start over.
+      max_steps: stop after this many training steps in total (default: epochs x steps per epoch).
     """
 
     preset: str
@@ -50,12 +61,70 @@ class TrainConfig:
         self.validate()
 
     def validate(self) -> None:
-        require(self.epochs > 0, "epochs", self.epochs, "use --epochs with a positive integer")
-        require(self.batch_size > 0, "batch_size", self.batch_size, "use --batch-size with a positive integer")
+        require(_is_int(self.epochs) and self.epochs > 0, "epochs", self.epochs,
+                "use --epochs with a positive integer")
+        require(_is_int(self.batch_size) and self.batch_size > 0, "batch_size", self.batch_size,
+                "use --batch-size with a positive integer")
         require_choice("strategy", self.strategy, STRATEGIES)
-        require(self.checkpoint_every > 0, "checkpoint_every", self.checkpoint_every, "use a positive integer")
-        require(self.steps_per_execution > 0, "steps_per_execution", self.steps_per_execution,
-                "use a positive integer")
-        require(self.max_steps is None or self.max_steps > 0, "max_steps", self.max_steps,
-                "use a positive integer or leave it unset")
-        require("kind" in self.model, "model", self.model, "the model spec needs a 'kind'")
+        require(_is_int(self.checkpoint_every) and self.checkpoint_every > 0, "checkpoint_every",
+                self.checkpoint_every, "use a positive integer")
+        require(_is_int(self.steps_per_execution) and self.steps_per_execution > 0, "steps_per_execution",
+                self.steps_per_execution, "use a positive integer")
+        require(isinstance(self.jit_compile, bool), "jit_compile", self.jit_compile, "use true or false")
+        require(_is_int(self.seed), "seed", self.seed, "use an integer")
+        require(self.max_steps is None or (_is_int(self.max_steps) and self.max_steps > 0), "max_steps",
+                self.max_steps, "use a positive integer or leave it unset")
+        require(isinstance(self.model, dict) and "kind" in self.model, "model", self.model,
+                "the model spec needs a 'kind'")
+        require(isinstance(self.optimizer, dict) and "name" in self.optimizer, "optimizer", self.optimizer,
+                "give a dict with a 'name', e.g. {\"name\": \"adam\", \"learning_rate\": 0.001}")
+        require_choice("optimizer.name", str(self.optimizer["name"]).lower(), OPTIMIZERS)
+        rate = self.optimizer.get("learning_rate", 1e-3)
+        require(isinstance(rate, (int, float)) and not isinstance(rate, bool) and rate > 0,
+                "optimizer.learning_rate", rate, "use a positive number such as 0.001")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def parse_value(text: str) -> Any:
+    """A ``--set`` value: JSON when it parses (``64``, ``0.1``, ``true``, ``[1, 2]``, ``null``), else the text."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def parse_assignment(text: str) -> Tuple[str, Any]:
+    """``"model.n_atoms=64"`` -> ``("model.n_atoms", 64)``."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {text!r} is invalid; use key=value such as model.n_atoms=64 or epochs=2")
+    return key.strip(), parse_value(value.strip())
+
+
+def settable_keys(*, model_keys: Iterable[str], optimizer_keys: Iterable[str]) -> list:
+    """Every key ``--set`` accepts: TrainConfig fields, ``model.<arg>`` and ``optimizer.<arg>``."""
+    fields = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in LOCATION_FIELDS]
+    return sorted(fields) + [f"model.{key}" for key in sorted(set(model_keys))] + \
+        [f"optimizer.{key}" for key in sorted(set(optimizer_keys))]
+
+
+def apply_overrides(settings: Mapping[str, Any], overrides: Mapping[str, Any], *,
+                    model_keys: Iterable[str], optimizer_keys: Iterable[str]) -> Dict[str, Any]:
+    """TrainConfig fields (``settings``, with nested ``model`` and ``optimizer`` dicts) with ``overrides``
+    (``{"model.n_atoms": 64, "epochs": 2}``) applied; raises ConfigError listing the valid keys."""
+    result = dict(settings)
+    result["model"] = dict(settings.get("model", {}))
+    result["optimizer"] = dict(settings.get("optimizer", {}))
+    valid = settable_keys(model_keys=model_keys, optimizer_keys=optimizer_keys)
+    for key, value in overrides.items():
+        if key not in valid:
+            raise ConfigError(f"--set key {key!r} is invalid; use one of: {', '.join(valid)}")
+        section, _, name = key.partition(".")
+        if name:
+            result[section][name] = value
+        else:
+            result[key] = value
+    return result

@@ -1,0 +1,152 @@
+"""How ufl spreads training over devices and workers: the tf.distribute strategy, the chief, and the
+distributed input pipeline that feeds each replica its share of the global batch.
+
+The strategy is created once by the CLI (``choose_strategy``) and passed to ``train``; a
+MultiWorkerMirroredStrategy must exist before TensorFlow runs anything else in the process.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Dict, Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from ufl.config.base import ConfigError, require_choice
+from ufl.config.train import STRATEGIES
+from ufl.pipeline import read_patches
+from ufl.pipeline.tfrecord import shard_files
+
+#: Splits up to this many bytes are read once into memory and shuffled by index each epoch (exact,
+#: cheap and reproducible); larger ones stream from the TFRecords with a shuffle buffer.
+IN_MEMORY_BYTES = 1 << 30
+
+
+def choose_strategy(name: str = "auto", *, devices: Optional[Sequence[str]] = None) -> tf.distribute.Strategy:
+    """The strategy ``name`` asks for.
+
+    ``auto``: MultiWorkerMirroredStrategy when ``TF_CONFIG`` is set, MirroredStrategy with more than one
+    GPU, the default strategy otherwise. ``mirrored`` uses ``devices`` (default: every GPU, else every
+    logical CPU). ``multiworker`` needs ``TF_CONFIG``.
+    """
+    require_choice("strategy", name, STRATEGIES)
+    tf_config = os.environ.get("TF_CONFIG", "")
+    if tf_config:
+        try:
+            json.loads(tf_config)["cluster"]
+        except (ValueError, KeyError, TypeError) as error:
+            raise ConfigError(f"TF_CONFIG {tf_config!r} is invalid ({error}); set it to JSON such as "
+                              '{"cluster": {"worker": ["host1:port", "host2:port"]}, '
+                              '"task": {"type": "worker", "index": 0}} or unset it') from None
+    if name == "auto":
+        if tf_config:
+            name = "multiworker"
+        elif len(tf.config.list_physical_devices("GPU")) > 1:
+            name = "mirrored"
+        else:
+            name = "default"
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "multiworker":
+        if not tf_config:
+            raise ConfigError("strategy 'multiworker' is invalid without TF_CONFIG; set TF_CONFIG to the "
+                              "cluster spec on every worker, or use --strategy auto")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if devices is None:
+        devices = [d.name for d in tf.config.list_logical_devices("GPU")] or \
+            [d.name for d in tf.config.list_logical_devices("CPU")]
+    return tf.distribute.MirroredStrategy(devices=list(devices))
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """Whether this process writes RUN/ (single-process strategies, or the chief / worker 0 of a cluster)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    cluster = resolver.cluster_spec().as_dict()
+    return resolver.task_type == "chief" or (
+        resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in cluster)
+
+
+def worker_count(strategy: tf.distribute.Strategy) -> int:
+    return int(getattr(strategy.extended, "_num_workers", 1) or 1)
+
+
+class DistributedInput:
+    """Per-epoch distributed datasets of one DATA/ split, split across replicas.
+
+    Each replica receives ``global_batch_size / num_replicas`` examples per step. Every epoch has a fixed
+    number of global steps (``steps_per_epoch``, computed from the split's size), and each input pipeline
+    repeats its data, so workers with unequal shards never run out mid-step.
+
+    Epoch ``e`` is ordered by ``seed + e`` alone, so a resumed run skips exactly the batches it consumed.
+    """
+
+    def __init__(self, strategy: tf.distribute.Strategy, data_dir: str, split: str, *,
+                 global_batch_size: int, count: int, patch_dim: int, shuffle: bool, seed: int = 0,
+                 with_labels: bool = False):
+        self.strategy = strategy
+        self.data_dir, self.split = data_dir, split
+        self.global_batch_size = global_batch_size
+        self.shuffle, self.seed, self.with_labels = shuffle, seed, with_labels
+        self.count = count
+        self.steps_per_epoch = count // global_batch_size
+        self.in_memory = count * patch_dim * 4 <= IN_MEMORY_BYTES
+        self._arrays: Dict[int, Dict[str, np.ndarray]] = {}
+
+    def epoch(self, epoch: int, *, skip_steps: int = 0):
+        """The distributed dataset of epoch ``epoch`` (0-based), without its first ``skip_steps`` steps."""
+        def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
+            batch = context.get_per_replica_batch_size(self.global_batch_size)
+            replicas_per_pipeline = context.num_replicas_in_sync // context.num_input_pipelines
+            skip_batches = skip_steps * replicas_per_pipeline
+            if self.in_memory:
+                dataset = self._memory_dataset(context, batch, epoch, skip_batches)
+            else:
+                dataset = self._streaming_dataset(context, batch, epoch).skip(skip_batches)
+            return dataset.prefetch(tf.data.AUTOTUNE)
+
+        options = tf.distribute.InputOptions(experimental_fetch_to_device=True)
+        return self.strategy.distribute_datasets_from_function(dataset_fn, options)
+
+    def _pipeline_arrays(self, context: tf.distribute.InputContext) -> Dict[str, np.ndarray]:
+        """This input pipeline's rows of the split, read once (rows ``id::num_pipelines``)."""
+        key = context.input_pipeline_id
+        if key not in self._arrays:
+            parts: Dict[str, list] = {}
+            for batch in read_patches(self.data_dir, self.split, batch_size=8192,
+                                      with_labels=self.with_labels).as_numpy_iterator():
+                for name, values in batch.items():
+                    parts.setdefault(name, []).append(values)
+            arrays = {name: np.concatenate(values) for name, values in parts.items()}
+            self._arrays[key] = {name: np.ascontiguousarray(values[key::context.num_input_pipelines])
+                                 for name, values in arrays.items()}
+        return self._arrays[key]
+
+    def _memory_dataset(self, context, batch: int, epoch: int, skip_batches: int) -> tf.data.Dataset:
+        arrays = self._pipeline_arrays(context)
+        rows = len(next(iter(arrays.values())))
+        usable = (rows // batch) * batch
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, epoch, context.input_pipeline_id]).permutation(rows)
+        else:
+            order = np.arange(rows)
+        batches = order[:usable].reshape(-1, batch).astype(np.int64)
+        # The epoch's batches after the skipped ones, then (for pipelines with fewer rows than the
+        # epoch's steps need) the epoch again; the loop stops at steps_per_epoch.
+        batches = np.concatenate([batches[skip_batches % max(len(batches), 1):], batches])
+        indices = tf.data.Dataset.from_tensor_slices(batches).repeat()
+        tensors = tf.data.Dataset.from_tensors(arrays).repeat()
+        return tf.data.Dataset.zip((indices, tensors)).map(
+            lambda index, data: {name: tf.gather(values, index) for name, values in data.items()},
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+    def _streaming_dataset(self, context, batch: int, epoch: int) -> tf.data.Dataset:
+        by_files = len(shard_files(self.data_dir, self.split)) >= context.num_input_pipelines
+        dataset = read_patches(self.data_dir, self.split, batch_size=batch, shuffle=self.shuffle,
+                               seed=self.seed + epoch, repeat=True, drop_remainder=True,
+                               with_labels=self.with_labels, input_context=context if by_files else None)
+        if not by_files and context.num_input_pipelines > 1:
+            dataset = dataset.shard(context.num_input_pipelines, context.input_pipeline_id)
+        return dataset

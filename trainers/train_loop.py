@@ -1,0 +1,407 @@
+"""The one training loop of ufl: every FeatureLearner trains here, on any tf.distribute strategy.
+
+``train(config, strategy=...)`` reads DATA/, builds the model under the strategy's scope, restores RUN/'s
+newest checkpoint (the epoch and the step inside it are saved with the weights, so a rerun resumes where
+the previous one stopped, even after ``kill -9``), and runs compiled executions of ``steps_per_execution``
+steps: one ``tf.function`` pulls batches from the distributed iterator inside the graph, runs
+``model.train_step`` on every replica (XLA-compiled when the model supports it) and sums the metrics in
+the graph, so the host sees one small dict per execution. Metrics go to TensorBoard, RUN/logs/history.jsonl,
+a progress line per epoch, and finally metrics.json and the plots.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import time
+from typing import Dict, Optional
+
+import numpy as np
+import tensorflow as tf
+import tf_keras
+
+from ufl.config.base import ConfigError, to_jsonable
+from ufl.config.train import TrainConfig
+from ufl.pipeline import DataError, load_metadata, read_patches
+from ufl.pipeline.tfrecord import shard_files
+from ufl.trainers import plots
+from ufl.trainers.presets import all_presets
+from ufl.trainers.registry import build_model
+from ufl.trainers.run_dir import (CHECKPOINT_DIR, LOG_DIR, METRICS_FILE, PLOT_DIR, append_history,
+                                  prepare_run_dir, read_history, sample_shape_of, truncate_history,
+                                  write_json)
+from ufl.trainers.strategy import DistributedInput, is_chief, worker_count
+
+#: Metric keys copied to the top level of metrics.json (from the eval split when it exists).
+SUMMARY_KEYS = ("reconstruction_error", "sparsity", "nonzeros", "accuracy")
+
+
+class TrainingDiverged(ConfigError):
+    """The loss became NaN or infinite; the message names the step and the checkpoint that was kept."""
+
+
+def make_optimizer(spec: dict) -> tf_keras.optimizers.Optimizer:
+    """A tf_keras optimizer from ``{"name": "adam", "learning_rate": 1e-3, ...}``."""
+    options = dict(spec)
+    name = str(options.pop("name"))
+    try:
+        return tf_keras.optimizers.get({"class_name": name.lower(), "config": options})
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"optimizer {spec!r} is invalid ({error}); use the constructor arguments of "
+                          f"tf_keras.optimizers for {name!r}") from None
+
+
+def train(config: TrainConfig, *, strategy: Optional[tf.distribute.Strategy] = None) -> Dict[str, object]:
+    """Trains ``config.model`` on ``config.data`` into RUN/ = ``config.out``; returns the final metrics.
+
+    Raises:
+      ConfigError: bad DATA/ or RUN/, a model that does not fit the data's sample shape, a batch size
+        that the replicas cannot share.
+      TrainingDiverged: the loss became NaN/Inf (RUN/ keeps the last good checkpoint).
+    """
+    wall_start = time.perf_counter()
+    strategy = strategy or tf.distribute.get_strategy()
+    chief = is_chief(strategy)
+    metadata = _load_metadata(config.data)
+    sample_shape = sample_shape_of(metadata)
+    replicas = strategy.num_replicas_in_sync
+    if config.batch_size % replicas:
+        raise ConfigError(f"batch_size {config.batch_size} is invalid; {replicas} replicas share it, so use "
+                          f"a multiple of {replicas} (--batch-size)")
+    fresh = prepare_run_dir(config.out, to_jsonable(config), config.data, restart=config.restart, write=chief)
+
+    tf_keras.utils.set_random_seed(config.seed)
+    with strategy.scope():
+        model = _build_model(config, sample_shape)
+        if model.uses_optimizer:
+            model.compile(optimizer=make_optimizer(config.optimizer))
+    counters = {name: tf.Variable(0, dtype=tf.int64, trainable=False, name=name)
+                for name in ("step", "epoch", "step_in_epoch")}
+    items = dict(model=model, **counters)
+    if model.uses_optimizer:
+        items["optimizer"] = model.optimizer
+    checkpoint = tf.train.Checkpoint(**items)
+    checkpoint_dir = os.path.join(config.out, CHECKPOINT_DIR)
+    # Every worker saves (saving may involve collectives); only the chief saves into RUN/.
+    save_dir = checkpoint_dir if chief else tempfile.mkdtemp(prefix="ufl-worker-checkpoints-")
+    manager = tf.train.CheckpointManager(checkpoint, save_dir, max_to_keep=3)
+    if not fresh:
+        _restore(checkpoint, checkpoint_dir, config)
+    step, epoch, step_in_epoch = (int(counters[name].numpy()) for name in ("step", "epoch", "step_in_epoch"))
+    start_step = step
+    if chief:
+        truncate_history(config.out, step)
+
+    train_input = DistributedInput(
+        strategy, config.data, "train", global_batch_size=config.batch_size,
+        count=_split_count(config.data, metadata, "train"), patch_dim=model.patch_dim, shuffle=True,
+        seed=config.seed, with_labels=model.requires_labels)
+    if train_input.steps_per_epoch == 0:
+        raise ConfigError(f"batch_size {config.batch_size} is invalid; {config.data} has only "
+                          f"{train_input.count} training patches; use --batch-size <= {train_input.count}")
+    eval_input = _eval_input(strategy, config, metadata, model)
+    steps_per_epoch = train_input.steps_per_epoch
+    if step_in_epoch >= steps_per_epoch:
+        epoch, step_in_epoch = epoch + 1, 0
+
+    executor = _Executor(model, strategy, jit_compile=config.jit_compile and model.supports_jit)
+    log_dir = os.path.join(config.out, LOG_DIR)
+    writer = tf.summary.create_file_writer(log_dir) if chief else tf.summary.create_noop_writer()
+    say = print if chief else (lambda *args, **kwargs: None)
+    if step:
+        say(f"resuming {config.out} from step {step} (epoch {epoch + 1}, batch {step_in_epoch} of "
+            f"{steps_per_epoch})", flush=True)
+    throughput = _Throughput()
+    train_metrics: Dict[str, float] = {}
+    eval_metrics: Dict[str, float] = {}
+    saved_step = step if not fresh else -1
+
+    def save() -> None:
+        nonlocal saved_step
+        for name, value in (("step", step), ("epoch", epoch), ("step_in_epoch", step_in_epoch)):
+            counters[name].assign(value)
+        manager.save(checkpoint_number=step)
+        saved_step = step
+
+    try:
+        with writer.as_default():
+            while epoch < config.epochs and (config.max_steps is None or step < config.max_steps):
+                if model.on_epoch_begin(epoch):
+                    executor.reset()
+                    throughput.retraced()
+                iterator = iter(train_input.epoch(epoch, skip_steps=step_in_epoch))
+                sums: Dict[str, float] = {}
+                epoch_steps, epoch_start = 0, time.perf_counter()
+                while step_in_epoch < steps_per_epoch and (config.max_steps is None or step < config.max_steps):
+                    count = min(config.steps_per_execution, steps_per_epoch - step_in_epoch,
+                                config.checkpoint_every - step % config.checkpoint_every,
+                                (config.max_steps or sys.maxsize) - step)
+                    started = time.perf_counter()
+                    result = executor.run_train(iterator, count, step + 1)
+                    seconds = time.perf_counter() - started
+                    bad_step = int(result.pop("first_nonfinite_step"))
+                    if bad_step >= 0:
+                        kept = (f"kept the last good checkpoint (step {saved_step}) in {checkpoint_dir}"
+                                if saved_step >= 0 else "no checkpoint was saved yet")
+                        raise TrainingDiverged(
+                            f"loss is {result['loss']} at step {bad_step} (epoch {epoch + 1}); stopped and "
+                            f"{kept}; check DATA/ {config.data} for NaN/Inf values or lower the learning "
+                            "rate (--set optimizer.learning_rate=...)")
+                    step, step_in_epoch, epoch_steps = step + count, step_in_epoch + count, epoch_steps + count
+                    rate = throughput.add(count * config.batch_size, seconds)
+                    for key, value in result.items():
+                        sums[key] = sums.get(key, 0.0) + value * count
+                        plots.log_scalar(f"train/{key}", value, step)
+                    plots.log_scalar("train/examples_per_second", rate, step)
+                    if chief:
+                        append_history(config.out, {"split": "train", "step": step, "epoch": epoch + 1,
+                                                    "examples_per_second": rate, **result})
+                    if step % config.checkpoint_every == 0:
+                        save()
+                if epoch_steps:
+                    train_metrics = {key: value / epoch_steps for key, value in sums.items()}
+                ended = step_in_epoch >= steps_per_epoch
+                if eval_input is not None:
+                    eval_metrics = executor.run_eval(eval_input, step)
+                    for key, value in eval_metrics.items():
+                        plots.log_scalar(f"eval/{key}", value, step)
+                    if chief:
+                        append_history(config.out, {"split": "eval", "step": step, "epoch": epoch + 1,
+                                                    **eval_metrics})
+                _log_filters(model, step)
+                say(_progress_line(epoch, config.epochs, step, train_metrics, eval_metrics,
+                                   epoch_steps * config.batch_size, time.perf_counter() - epoch_start),
+                    flush=True)
+                if ended:
+                    epoch, step_in_epoch = epoch + 1, 0
+            if saved_step != step:
+                save()
+    finally:
+        writer.close()
+        if not chief:
+            shutil.rmtree(save_dir, ignore_errors=True)
+
+    if not train_metrics:
+        train_metrics = _last_record(read_history(config.out) if chief else [], "train")
+    if eval_input is not None and not eval_metrics:
+        eval_metrics = executor.run_eval(eval_input, step)
+    summary = eval_metrics or train_metrics
+    metrics = {
+        "preset": config.preset,
+        "model_kind": config.model["kind"],
+        "strategy": type(strategy).__name__,
+        "replicas": replicas,
+        "workers": worker_count(strategy),
+        "batch_size": config.batch_size,
+        "steps": step,
+        "epochs": epoch + step_in_epoch / steps_per_epoch,
+        "resumed_from_step": start_step,
+        "train_objective": train_metrics.get("loss"),
+        "eval_objective": eval_metrics.get("loss"),
+        **{("mean_nonzeros" if key == "nonzeros" else key): summary[key] for key in SUMMARY_KEYS
+           if key in summary},
+        "examples_per_second": throughput.steady_rate(),
+        "wall_seconds": time.perf_counter() - wall_start,
+        "train": train_metrics,
+        "eval": eval_metrics,
+        "reference": _reference(config.preset),
+    }
+    if chief:
+        _write_plots(model, config, sample_shape)
+        write_json(os.path.join(config.out, METRICS_FILE), metrics)
+    return metrics
+
+
+class _Executor:
+    """Compiled functions that run n ``train_step``/``test_step`` calls over a distributed iterator.
+
+    The metrics of every step are summed over local replicas inside the graph; with several workers one
+    all-gather at the end of an execution averages them across workers, so every worker takes the same
+    decisions (stop on NaN) from the same numbers.
+    """
+
+    def __init__(self, model, strategy: tf.distribute.Strategy, *, jit_compile: bool):
+        self.model, self.strategy, self.jit_compile = model, strategy, jit_compile
+        self.workers = worker_count(strategy)
+        self.reset()
+
+    def reset(self) -> None:
+        self._train = tf.function(self._loop(self.model.train_step))
+        self._eval = tf.function(self._loop(self.model.test_step))
+
+    def run_train(self, iterator, count: int, first_step: int) -> Dict[str, float]:
+        outputs = self._train(iterator, tf.constant(count, tf.int64), tf.constant(first_step, tf.int64))
+        return {key: float(value) if key != "first_nonfinite_step" else int(value)
+                for key, value in outputs.items()}
+
+    def run_eval(self, eval_input: DistributedInput, step: int) -> Dict[str, float]:
+        outputs = self._eval(iter(eval_input.epoch(0)), tf.constant(eval_input.steps_per_epoch, tf.int64),
+                             tf.constant(step, tf.int64))
+        outputs.pop("first_nonfinite_step")
+        return {key: float(value) for key, value in outputs.items()}
+
+    def _loop(self, step_function):
+        strategy, workers = self.strategy, self.workers
+        if self.jit_compile:
+            step_function = tf.function(step_function, jit_compile=True)
+
+        def local_sums(per_replica: dict) -> Dict[str, tf.Tensor]:
+            return {key: tf.add_n([tf.cast(v, tf.float64) for v in strategy.experimental_local_results(value)])
+                    for key, value in per_replica.items()}
+
+        def loop(iterator, count, first_step):
+            # The first step is peeled off the loop so that the metric keys are known before it.
+            sums = local_sums(strategy.run(step_function, args=(next(iterator),)))
+            bad = tf.where(tf.math.is_finite(sums["loss"]), tf.constant(-1, tf.int64), first_step)
+            for index in tf.range(tf.constant(1, tf.int64), count):
+                metrics = local_sums(strategy.run(step_function, args=(next(iterator),)))
+                bad = tf.where((bad < 0) & ~tf.math.is_finite(metrics["loss"]), first_step + index, bad)
+                sums = {key: sums[key] + metrics[key] for key in sums}
+            if workers > 1:
+                sums, bad = self._across_workers(sums, bad)
+            scale = tf.cast(count, tf.float64) * strategy.num_replicas_in_sync
+            outputs = {key: tf.cast(value / scale, tf.float32) for key, value in sums.items()}
+            outputs["first_nonfinite_step"] = bad
+            return outputs
+
+        return loop
+
+    def _across_workers(self, sums: Dict[str, tf.Tensor], bad: tf.Tensor):
+        keys = sorted(sums)
+        vector = tf.stack([sums[key] for key in keys] + [tf.cast(bad, tf.float64)])
+        gathered = self.strategy.run(
+            lambda value: tf.distribute.get_replica_context().all_gather(value[None], axis=0), args=(vector,))
+        gathered = self.strategy.experimental_local_results(gathered)[0]
+        local_replicas = len(self.strategy.extended.worker_devices)
+        totals = tf.reduce_sum(gathered, axis=0) / local_replicas
+        steps = gathered[:, -1]
+        first = tf.reduce_min(tf.where(steps >= 0, steps, tf.constant(np.inf, tf.float64)))
+        bad = tf.where(tf.math.is_finite(first), tf.cast(first, tf.int64), tf.constant(-1, tf.int64))
+        return {key: totals[index] for index, key in enumerate(keys)}, bad
+
+
+class _Throughput:
+    """Examples per second, leaving out executions that traced and compiled the step function."""
+
+    def __init__(self):
+        self.examples = self.seconds = 0.0
+        self.all_examples = self.all_seconds = 0.0
+        self.compiling = True
+
+    def retraced(self) -> None:
+        self.compiling = True
+
+    def add(self, examples: int, seconds: float) -> float:
+        self.all_examples += examples
+        self.all_seconds += seconds
+        if not self.compiling:
+            self.examples += examples
+            self.seconds += seconds
+        self.compiling = False
+        return examples / max(seconds, 1e-9)
+
+    def steady_rate(self) -> Optional[float]:
+        if self.seconds > 0:
+            return self.examples / self.seconds
+        return self.all_examples / self.all_seconds if self.all_seconds > 0 else None
+
+
+def _load_metadata(data_dir: str) -> dict:
+    try:
+        return load_metadata(data_dir)
+    except DataError as error:
+        raise ConfigError(str(error)) from None
+
+
+def _split_count(data_dir: str, metadata: dict, split: str) -> int:
+    """Examples in a split, from metadata ``counts.patches`` or, failing that, by counting the records."""
+    count = metadata.get("counts", {}).get("patches", {}).get(split)
+    if count is not None:
+        return int(count)
+    if not shard_files(data_dir, split):
+        return 0
+    return int(read_patches(data_dir, split, batch_size=4096).reduce(
+        tf.constant(0, tf.int64), lambda total, batch: total + tf.shape(batch["patch"], out_type=tf.int64)[0]))
+
+
+def _build_model(config: TrainConfig, sample_shape):
+    """The model, called once on zeros so that every variable exists (checkpoint restore relies on it)."""
+    spec = config.model
+    try:
+        model = build_model(spec, sample_shape)
+        model(tf.zeros([1, model.patch_dim]), training=False)
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"model {spec['kind']!r} cannot train on the samples of shape {tuple(sample_shape)} "
+                          f"in {config.data}: {error}; preprocess with the patch size and color the preset "
+                          "needs (see 'ufl train --list-presets') or change its --set model.* values") from None
+    return model
+
+
+def _restore(checkpoint: tf.train.Checkpoint, checkpoint_dir: str, config: TrainConfig) -> None:
+    latest = tf.train.latest_checkpoint(checkpoint_dir)
+    try:
+        checkpoint.restore(latest).assert_existing_objects_matched()
+    except (AssertionError, ValueError, tf.errors.OpError) as error:
+        raise ConfigError(f"checkpoint {latest!r} does not fit model {config.model!r} ({error}); the model "
+                          "settings changed since it was saved: use --restart to train from scratch") from None
+
+
+def _eval_input(strategy, config: TrainConfig, metadata: dict, model) -> Optional[DistributedInput]:
+    count = _split_count(config.data, metadata, "eval")
+    replicas = strategy.num_replicas_in_sync
+    batch = min(config.batch_size, (count // replicas) * replicas)
+    if batch <= 0:
+        return None
+    return DistributedInput(strategy, config.data, "eval", global_batch_size=batch, count=count,
+                            patch_dim=model.patch_dim, shuffle=False, with_labels=model.requires_labels)
+
+
+def _reference(preset_name: str) -> dict:
+    preset = all_presets().get(preset_name)
+    return dict(preset.reference) if preset is not None else {}
+
+
+def _last_record(history: list, split: str) -> Dict[str, float]:
+    records = [record for record in history if record.get("split") == split]
+    if not records:
+        return {}
+    return {key: value for key, value in records[-1].items()
+            if key not in ("split", "step", "epoch", "examples_per_second")}
+
+
+def _log_filters(model, step: int) -> None:
+    filters = model.filters()
+    if filters is not None:
+        plots.log_image("filters", plots.filter_grid(filters), step)
+
+
+def _progress_line(epoch: int, epochs: int, step: int, train_metrics: dict, eval_metrics: dict,
+                   examples: int, seconds: float) -> str:
+    parts = [f"epoch {epoch + 1}/{epochs}", f"step {step}"]
+    parts += [f"loss {train_metrics['loss']:.5g}"] if "loss" in train_metrics else []
+    parts += [f"eval {eval_metrics['loss']:.5g}"] if "loss" in eval_metrics else []
+    for key in ("nonzeros", "sparsity", "accuracy"):
+        source = eval_metrics if key in eval_metrics else train_metrics
+        if key in source:
+            parts.append(f"{key} {source[key]:.4g}")
+    parts.append(f"{examples / max(seconds, 1e-9):,.0f} ex/s")
+    parts.append(f"{seconds:.1f} s")
+    return "  ".join(parts)
+
+
+def _write_plots(model, config: TrainConfig, sample_shape) -> None:
+    plot_dir = os.path.join(config.out, PLOT_DIR)
+    filters = model.filters()
+    if filters is not None:
+        plots.plot_filters(filters, os.path.join(plot_dir, "filters.png"),
+                           title=f"{config.preset} features")
+    if model.supports_reconstruction:
+        split = "eval" if shard_files(config.data, "eval") else "train"
+        patches = next(iter(read_patches(config.data, split, batch_size=10)))["patch"]
+        rebuilt = model.reconstruct(patches)
+        plots.plot_reconstructions(patches.numpy(), np.asarray(rebuilt), sample_shape,
+                                   os.path.join(plot_dir, "reconstructions.png"))
+    history = read_history(config.out)
+    if history:
+        plots.plot_loss(history, os.path.join(plot_dir, "loss.png"))
