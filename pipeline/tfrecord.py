@@ -13,20 +13,12 @@ from typing import Dict, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
-SCHEMA_VERSION = 1
-SPLITS = ("train", "eval")
-METADATA_FILE = "metadata.json"
-STATS_FILE = "stats.npz"
-REJECTED_FILE = "rejected.jsonl"
-COMPRESSION = "GZIP"
+from ufl.pipeline.layout import (COMPRESSION, METADATA_FILE, REJECTED_FILE, SCHEMA_VERSION, SPLITS,  # noqa: F401
+                                 STATS_FILE, shard_name)
 
 
 class DataError(ValueError):
     """A DATA/ directory is missing, incomplete or inconsistent; the message says which file and what to do."""
-
-
-def shard_name(split: str, index: int, num_shards: int) -> str:
-    return f"{split}-{index:05d}-of-{num_shards:05d}.tfrecord.gz"
 
 
 def encode_example(patch: np.ndarray, source: bytes, position: Sequence[int],

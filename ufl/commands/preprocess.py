@@ -1,12 +1,97 @@
-"""`ufl preprocess`: not implemented yet."""
+"""`ufl preprocess`: images -> normalized patch TFRecords in DATA/, with Apache Beam."""
+from __future__ import annotations
+
 import argparse
+
+from ufl.config.preprocess import COLOR_MODES, EXTRACT_MODES
+
+DESCRIPTION = """Cut patches from images, normalize them and write DATA/ (sharded GZIP TFRecords,
+metadata.json, stats.npz, rejected.jsonl) with an Apache Beam pipeline.
+
+sources (--source SCHEME:ARG):
+  builtin:natural | builtin:digits | builtin:faces | builtin:mnist    bundled images, no download
+  images:GLOB          PNG/JPEG/BMP/GIF files (local, gs://, s3:// ... through Beam's FileSystems)
+  npy:PATH             N x H x W [x C] array
+  npz:PATH[:KEY]       array KEY (default 'images'); labels from 'labels' when present
+  mat:PATH[:KEY]       MATLAB file: (P*P, N) one patch per column, (H, W, N) or (H, W, C, N)
+  tfds:NAME[:SPLIT]    a TensorFlow Datasets image dataset (see --tfds-data-dir)
+
+Any option this command does not know is passed to Beam (--runner, --direct_num_workers,
+--direct_running_mode, --dask_client_address, --flink_master, --project ...). Without --runner it runs on
+the DirectRunner with 2 worker processes."""
+
+EXAMPLES = """examples:
+  ufl preprocess --source builtin:natural --out data/natural                # 16x16, contrast,zca
+  ufl preprocess --source builtin:natural --out data/nat8 --patch-size 8 --patches-per-image 5000 \\
+      --normalize contrast,zca --zca-epsilon 0.1 --min-std 0.02
+  ufl preprocess --source builtin:digits --extract full --normalize none --out data/digits
+  ufl preprocess --source 'images:photos/*.jpg' --color rgb --extract grid --stride 8 --out data/photos
+  ufl preprocess --source mat:patches.mat:patches --extract full --normalize mean --out data/olshausen
+  ufl preprocess --source builtin:mnist --extract full --out data/mnist --direct_running_mode=in_memory
+  ufl preprocess --source builtin:natural --out data/natural \\
+      --runner=apache_beam.runners.dask.dask_runner.DaskRunner --dask_client_address=127.0.0.1:8786
+"""
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser("preprocess", help="(preprocess: in progress)",
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.set_defaults(run=run)
+    parser = subparsers.add_parser(
+        "preprocess", help="images -> normalized patch TFRecords (Apache Beam)", description=DESCRIPTION,
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--source", required=True, help="image source, SCHEME:ARG (see above)")
+    parser.add_argument("--out", required=True, help="the DATA/ directory to write")
+    parser.add_argument("--patch-size", type=int, default=None,
+                        help="side P of the P x P patches (default 16; with --extract full: the images' size)")
+    parser.add_argument("--color", choices=COLOR_MODES, default="gray", help="gray (1 channel) or rgb (3)")
+    parser.add_argument("--extract", choices=EXTRACT_MODES, default="random",
+                        help="random patches, a grid, one center crop, or the full image (default random)")
+    parser.add_argument("--patches-per-image", type=int, default=1000,
+                        help="patches per image with --extract random (default 1000)")
+    parser.add_argument("--stride", type=int, default=None,
+                        help="grid step with --extract grid (default: the patch size)")
+    parser.add_argument("--min-std", type=float, default=0.0,
+                        help="drop patches whose pixel std (in [0,1] units) is below this (default 0)")
+    parser.add_argument("--eval-fraction", type=float, default=0.1,
+                        help="fraction of images held out for eval, by a stable hash of their uri (default 0.1)")
+    parser.add_argument("--normalize", default="contrast,zca",
+                        help="comma-separated steps from none, scale, contrast, mean, zca (default contrast,zca)")
+    parser.add_argument("--zca-epsilon", type=float, default=0.01,
+                        help="added to the covariance eigenvalues before ZCA whitening (default 0.01)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random patch positions (default 0)")
+    parser.add_argument("--num-shards", type=int, default=4, help="TFRecord files per split (default 4)")
+    parser.add_argument("--max-reject-fraction", type=float, default=0.5,
+                        help="fail when more than this fraction of the inputs is unusable (default 0.5)")
+    parser.add_argument("--tfds-data-dir", default=None, help="where tfds: sources find prepared datasets")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing complete DATA/")
+    parser.set_defaults(run=run, accepts_extra_args=True)
+
+
+def build_config(args):
+    from ufl.config import PreprocessConfig
+
+    patch_size = args.patch_size
+    if patch_size is None and args.extract != "full":
+        patch_size = 16
+    return PreprocessConfig(
+        source=args.source, out=args.out, patch_size=patch_size, color=args.color, extract=args.extract,
+        patches_per_image=args.patches_per_image, stride=args.stride, min_std=args.min_std,
+        eval_fraction=args.eval_fraction, normalize=args.normalize, zca_epsilon=args.zca_epsilon,
+        seed=args.seed, num_shards=args.num_shards, max_reject_fraction=args.max_reject_fraction,
+        overwrite=args.overwrite, tfds_data_dir=args.tfds_data_dir)
 
 
 def run(args) -> int:
-    raise SystemExit("ufl preprocess is not implemented yet")
+    from ufl.config import ConfigError
+    from ufl.pipeline import preprocess
+
+    config = build_config(args)
+    beam_args = list(getattr(args, "extra_args", []) or [])
+    if beam_args and not beam_args[0].startswith("-"):
+        raise ConfigError(f"argument {beam_args[0]!r} is invalid; pass Beam options as --name=value "
+                          "(e.g. --direct_running_mode=in_memory)")
+    metadata = preprocess(config, beam_args, verbose=True)
+    counts = metadata["counts"]
+    print(f"ufl preprocess: wrote {config.out}: {counts['patches']['train']} train and "
+          f"{counts['patches']['eval']} eval patches of {metadata['patch_size'][0]}x{metadata['patch_size'][1]}"
+          f"x{metadata['channels']} from {counts['images_read'] - counts['images_rejected']} images "
+          f"({counts['images_rejected']} rejected)")
+    return 0

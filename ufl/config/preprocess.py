@@ -46,6 +46,7 @@ class PreprocessConfig:
       num_shards: TFRecord shards per split (>= 1).
       max_reject_fraction: fail when more than this fraction of inputs is rejected, in [0, 1].
       overwrite: replace an existing complete DATA/.
+      tfds_data_dir: where ``tfds:`` sources look for prepared datasets (default: TFDS's own).
     """
 
     source: str
@@ -63,6 +64,7 @@ class PreprocessConfig:
     num_shards: int = 4
     max_reject_fraction: float = 0.5
     overwrite: bool = False
+    tfds_data_dir: Optional[str] = None
 
     def __post_init__(self):
         if isinstance(self.normalize, str):

@@ -1,0 +1,98 @@
+"""Dataset statistics as Beam CombineFns: one pass, float64, mergeable in any order.
+
+``MomentsCombineFn`` accumulates count, mean and the centered scatter matrix of ``(m, d)`` blocks of
+patches with Chan et al.'s pairwise update (batch moments merged into running ones), which stays accurate
+where ``sum(x x^T) - n mean mean^T`` loses digits; it also tracks the global min and max. ``step_statistics``
+turns the result into the stats.npz arrays a normalization step needs (``STATS_KEYS`` of normalize.py), the
+same arrays ``normalize.fit_statistics`` computes in memory.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import apache_beam as beam
+import numpy as np
+
+from ufl.pipeline.normalize import zca_whitening_matrix
+
+
+class Moments:
+    """Running count, mean ``(d,)``, scatter ``(d, d)`` (sum of centered outer products), min and max."""
+
+    __slots__ = ("count", "mean", "scatter", "minimum", "maximum")
+
+    def __init__(self, count=0, mean=None, scatter=None, minimum=np.inf, maximum=-np.inf):
+        self.count, self.mean, self.scatter = count, mean, scatter
+        self.minimum, self.maximum = minimum, maximum
+
+    @classmethod
+    def of(cls, block: np.ndarray, with_scatter: bool) -> "Moments":
+        data = np.asarray(block, dtype=np.float64)
+        if len(data) == 0:
+            return cls()
+        mean = data.mean(axis=0)
+        scatter = None
+        if with_scatter:
+            centered = data - mean
+            scatter = centered.T @ centered
+        return cls(len(data), mean, scatter, float(data.min()), float(data.max()))
+
+    def merge(self, other: "Moments") -> "Moments":
+        if other.count == 0:
+            return self
+        if self.count == 0:
+            return other
+        count = self.count + other.count
+        delta = other.mean - self.mean
+        mean = self.mean + delta * (other.count / count)
+        scatter = None
+        if self.scatter is not None and other.scatter is not None:
+            scatter = self.scatter + other.scatter + np.outer(delta, delta) * (self.count * other.count / count)
+        return Moments(count, mean, scatter, min(self.minimum, other.minimum), max(self.maximum, other.maximum))
+
+    def __reduce__(self):
+        return Moments, (self.count, self.mean, self.scatter, self.minimum, self.maximum)
+
+
+class MomentsCombineFn(beam.CombineFn):
+    """Combines ``(m, d)`` float patch blocks into their Moments (scatter only when ``with_scatter``)."""
+
+    def __init__(self, with_scatter: bool):
+        super().__init__()
+        self.with_scatter = with_scatter
+
+    def create_accumulator(self) -> Moments:
+        return Moments()
+
+    def add_input(self, accumulator: Moments, block: np.ndarray) -> Moments:
+        return accumulator.merge(Moments.of(block, self.with_scatter))
+
+    def merge_accumulators(self, accumulators) -> Moments:
+        merged = Moments()
+        for accumulator in accumulators:
+            merged = merged.merge(accumulator)
+        return merged
+
+    def extract_output(self, accumulator: Moments) -> Moments:
+        return accumulator
+
+
+def step_statistics(step: str, moments: Moments, *, zca_epsilon: float) -> dict:
+    """The stats.npz arrays of normalization ``step`` from the moments of its input patches."""
+    if moments.count == 0:
+        return {}
+    if step == "scale":
+        return {"scale_min": np.float64(moments.minimum), "scale_max": np.float64(moments.maximum)}
+    if step == "mean":
+        return {"mean": moments.mean}
+    if step == "zca":
+        covariance = moments.scatter / moments.count  # biased, as np.cov(bias=True)
+        return {"zca_mean": moments.mean, "whitening": zca_whitening_matrix(covariance, epsilon=zca_epsilon)}
+    return {}
+
+
+def merge_stats(moments: Moments, previous: Optional[dict], *, step: str, zca_epsilon: float) -> dict:
+    """``previous`` stats plus those of ``step``: the Map that chains one statistics pass to the next."""
+    stats = dict(previous or {})
+    stats.update(step_statistics(step, moments, zca_epsilon=zca_epsilon))
+    return stats

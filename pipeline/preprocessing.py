@@ -1,0 +1,255 @@
+"""``ufl preprocess`` as a Beam pipeline: images -> patches -> normalization -> DATA/ (../shared/DESIGN.md).
+
+The pipeline, one labelled step per line (the DoFns are in transforms.py)::
+
+  ListInputs           the source's units (files, photos, ranges of array rows), numbered
+  ExtractTrainPatches  read each unit, cut raw patches of its train images (one numpy block per batch)
+  Moments_<i>_<step>   one pass of a CombineFn per normalization step that needs statistics, applied to
+  Stats_<i>_<step>     the output of the steps before it (chained through side inputs)
+  AssignShards         unit i -> shard i mod num_shards
+  GroupByShard
+  WriteShards          re-read the shard's units in order, cut, normalize (statistics as side input),
+                       write train/eval GZIP TFRecords; yield counts and rejected inputs
+  CombineSummaries
+  WriteSummary         stats.npz, rejected.jsonl and the counts
+
+Only small things cross Beam's shuffles (unit descriptors, moments, counts): writers recompute patches
+rather than receive them, and each shard's content and order depend only on the units it owns, so the same
+seed gives byte-identical files on any runner. The last step depends on every other one (the Dask runner
+computes only the graph leading to the last step). Everything is written into a temporary sibling of DATA/,
+metadata.json last, and renamed into place when complete.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import shutil
+import uuid
+from typing import Optional, Sequence, Tuple
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from ufl import __version__
+from ufl.config.base import ConfigError, to_jsonable
+from ufl.pipeline import layout
+from ufl.pipeline.analyzers import MomentsCombineFn, merge_stats
+from ufl.pipeline.normalize import CONTRAST_EPSILON, STATS_KEYS
+from ufl.pipeline.patches import ExtractOptions
+from ufl.pipeline.sources import ArraySource, Source, open_source
+from ufl.pipeline.transforms import (SUMMARY_FILE, SummaryCombineFn, TrainPatchesFn, WriteShardFn,
+                                     normalize_block, write_bytes, write_summary)
+
+DEFAULT_BEAM_ARGS = ("--direct_num_workers=2", "--direct_running_mode=multi_processing")
+#: Counters reported at the end of a run (Metrics.counter namespace ``ufl``).
+COUNTERS = ("images_read", "images_rejected", "patches_train", "patches_eval", "shards_written")
+
+
+def build_pipeline(pipeline: beam.Pipeline, source: Source, units: list, options: ExtractOptions, config,
+                   out_dir: str) -> None:
+    """Adds the steps of ``config`` (a PreprocessConfig) to ``pipeline``, writing into ``out_dir``."""
+    steps, contrast_epsilon = tuple(config.normalize), CONTRAST_EPSILON
+    inputs = pipeline | "ListInputs" >> beam.Create(list(enumerate(units)))
+    stats = None
+    if any(step in STATS_KEYS for step in steps):
+        patches = inputs | "ExtractTrainPatches" >> beam.ParDo(
+            TrainPatchesFn(source, options, config.eval_fraction))
+        for index, step in enumerate(steps):
+            if step not in STATS_KEYS:
+                continue
+            previous = beam.pvalue.AsSingleton(stats) if stats is not None else {}
+            step_input = patches
+            if index:
+                step_input = patches | f"Normalize_{index}_{'_'.join(steps[:index])}" >> beam.Map(
+                    normalize_block, steps[:index], previous, contrast_epsilon)
+            moments = step_input | f"Moments_{index}_{step}" >> beam.CombineGlobally(
+                MomentsCombineFn(with_scatter=step == "zca"))
+            stats = moments | f"Stats_{index}_{step}" >> beam.Map(
+                merge_stats, previous, step=step, zca_epsilon=config.zca_epsilon)
+    stats_side = beam.pvalue.AsSingleton(stats) if stats is not None else None
+    num_shards = config.num_shards
+    writer = WriteShardFn(source, options, eval_fraction=config.eval_fraction, steps=steps,
+                          contrast_epsilon=contrast_epsilon, out_dir=out_dir, num_shards=num_shards)
+    (inputs
+     | "AssignShards" >> beam.Map(lambda item: (item[0] % num_shards, item))
+     | "GroupByShard" >> beam.GroupByKey()
+     | "WriteShards" >> beam.ParDo(writer, stats=stats_side)
+     | "CombineSummaries" >> beam.CombineGlobally(SummaryCombineFn())
+     | "WriteSummary" >> beam.Map(write_summary, out_dir, stats_side))
+
+
+def beam_options(pipeline_args: Sequence[str]) -> PipelineOptions:
+    """Beam options from ``pipeline_args``; DirectRunner with 2 worker processes unless the user chose."""
+    args = list(pipeline_args)
+    chosen = any(arg.startswith(("--runner", "--direct_running_mode", "--direct_num_workers")) for arg in args)
+    return PipelineOptions(args + ([] if chosen else list(DEFAULT_BEAM_ARGS)))
+
+
+def check_output(config) -> None:
+    """Refuses before any work to replace a complete DATA/ without ``overwrite``, or a non-ufl folder."""
+    out = config.out.rstrip("/")
+    if FileSystems.exists(FileSystems.join(out, layout.METADATA_FILE)):
+        if not config.overwrite:
+            raise ConfigError(f"out {config.out!r} already holds a complete ufl DATA/ directory; pass "
+                              "--overwrite to replace it or choose another --out")
+    elif FileSystems.exists(out) and os.path.isdir(out) and os.listdir(out):
+        raise ConfigError(f"out {config.out!r} is a non-empty folder that is not a ufl DATA/ directory "
+                          "(no metadata.json); choose an empty or new --out")
+
+
+def patch_shape(config, source: Source) -> Tuple[int, int]:
+    """(rows, cols) of the samples: ``patch_size`` squared, or an array source's image size for ``full``."""
+    if config.patch_size is not None:
+        return config.patch_size, config.patch_size
+    if isinstance(source, ArraySource):
+        rows, cols = source.arrays()[0].shape[1:3]
+        return int(rows), int(cols)
+    raise ConfigError(f"extract 'full' without --patch-size needs images of one known size; source "
+                      f"{config.source} has images of differing sizes: pass --patch-size")
+
+
+def temporary_sibling(out: str) -> str:
+    parent, name = os.path.split(out.rstrip("/"))
+    return FileSystems.join(parent or ".", f".{name}.tmp-{uuid.uuid4().hex[:8]}")
+
+
+def publish(temp_dir: str, out: str) -> None:
+    """Moves the complete ``temp_dir`` to ``out`` (replacing an old DATA/ only after the new one is whole)."""
+    out = out.rstrip("/")
+    old = None
+    if FileSystems.exists(out):
+        old = temporary_sibling(out) + "-old"
+        FileSystems.rename([out], [old])
+    FileSystems.rename([temp_dir], [out])
+    if old is not None:
+        FileSystems.delete([old])
+
+
+def remove_dir(path: str) -> None:
+    if os.path.isdir(path):
+        shutil.rmtree(path, ignore_errors=True)
+    elif FileSystems.exists(path):
+        FileSystems.delete([path])
+
+
+def preprocess(config, pipeline_args: Sequence[str] = (), *, verbose: bool = False) -> dict:
+    """Runs ``ufl preprocess``: reads ``config.source``, writes DATA/ at ``config.out``.
+
+    Args:
+      config: a ``ufl.config.PreprocessConfig`` (validated).
+      pipeline_args: Beam pipeline options (``--runner=...``, ``--direct_num_workers=...`` ...); default
+        DirectRunner with 2 worker processes.
+      verbose: print progress and the Beam counters.
+    Returns:
+      The metadata written to DATA/metadata.json.
+    Raises:
+      ConfigError: bad input (before any work when possible), or too many rejected inputs.
+    """
+    started = datetime.datetime.now(datetime.timezone.utc)
+    source = open_source(config.source, color=config.color, tfds_data_dir=config.tfds_data_dir)
+    check_output(config)
+    source.check()
+    options = ExtractOptions(patch_shape(config, source), config.extract, config.patches_per_image,
+                             config.stride, config.min_std, config.seed)
+    units = source.units()
+    temp_dir = temporary_sibling(config.out)
+    FileSystems.mkdirs(temp_dir)
+    say = print if verbose else (lambda *args, **kwargs: None)
+    say(f"ufl preprocess: {config.source}: {len(units)} input unit(s) -> {config.out} "
+        f"({options.patch_shape[0]}x{options.patch_shape[1]}x{config.channels} {config.extract} samples, "
+        f"normalize {','.join(config.normalize) or 'none'})", flush=True)
+    try:
+        pipeline = beam.Pipeline(options=beam_options(pipeline_args))
+        build_pipeline(pipeline, source, units, options, config, temp_dir)
+        result = pipeline.run()
+        result.wait_until_finish()
+        with FileSystems.open(FileSystems.join(temp_dir, SUMMARY_FILE)) as handle:
+            summary = json.loads(handle.read().decode("utf-8"))
+        check_rejections(summary, config, temp_dir)
+        finish_shards(temp_dir, summary, config.num_shards)
+        metadata = build_metadata(config, options, source, summary, started)
+        write_bytes(FileSystems.join(temp_dir, layout.CONFIG_FILE),
+                    (json.dumps(to_jsonable(config), indent=2, sort_keys=True) + "\n").encode())
+        write_bytes(FileSystems.join(temp_dir, layout.METADATA_FILE),
+                    (json.dumps(metadata, indent=2) + "\n").encode())
+        FileSystems.delete([FileSystems.join(temp_dir, SUMMARY_FILE)])
+        publish(temp_dir, config.out)
+    except RejectionError:
+        raise
+    except BaseException:
+        remove_dir(temp_dir)
+        raise
+    say(counter_summary(result, summary), flush=True)
+    return metadata
+
+
+class RejectionError(ConfigError):
+    """Nothing usable remains, or more than max_reject_fraction of the inputs were rejected."""
+
+
+def check_rejections(summary: dict, config, temp_dir: str) -> None:
+    """Fails (keeping the temporary folder with rejected.jsonl) when too much input was unusable."""
+    read, rejected = summary["images_read"], summary["images_rejected"]
+    reasons = "; ".join(f"{source}: {reason}" for source, reason in sorted(summary["rejected"])[:3])
+    where = FileSystems.join(temp_dir, layout.REJECTED_FILE)
+    if summary["patches"]["train"] == 0:
+        raise RejectionError(f"source {config.source} gave no training patches ({rejected} of {read} inputs "
+                             f"rejected{': ' + reasons if reasons else ''}); see {where}, fix the inputs or "
+                             "lower --patch-size / --min-std / --eval-fraction")
+    if read and rejected / read > config.max_reject_fraction:
+        raise RejectionError(f"{rejected} of {read} inputs of {config.source} were rejected, more than "
+                             f"--max-reject-fraction {config.max_reject_fraction} ({reasons}); see {where}")
+
+
+def finish_shards(out_dir: str, summary: dict, num_shards: int) -> None:
+    """Deletes the (empty) shard files of a split that got no patches, e.g. eval with --eval-fraction 0."""
+    for split in layout.SPLITS:
+        if summary["patches"][split] == 0:
+            FileSystems.delete([FileSystems.join(out_dir, layout.shard_name(split, shard, num_shards))
+                                for shard in range(num_shards)])
+
+
+def build_metadata(config, options: ExtractOptions, source: Source, summary: dict,
+                   started: datetime.datetime) -> dict:
+    shapes = summary["image_shapes"]
+    metadata = {
+        "schema_version": layout.SCHEMA_VERSION,
+        "patch_size": list(options.patch_shape),
+        "channels": config.channels,
+        "has_labels": source.has_labels,
+        "counts": {"images_read": summary["images_read"], "images_rejected": summary["images_rejected"],
+                   "patches": summary["patches"], "patches_dropped_flat": summary["patches_dropped_flat"]},
+        "normalization": {"steps": list(config.normalize), "zca_epsilon": config.zca_epsilon,
+                          "contrast_epsilon": CONTRAST_EPSILON, "statistics_from": "train"},
+        "source": config.source,
+        "color": config.color,
+        "image_shape": shapes[0] if len(shapes) == 1 else None,
+        "extract": config.extract,
+        "extract_options": {"patches_per_image": config.patches_per_image, "stride": config.stride,
+                            "min_std": config.min_std, "seed": config.seed},
+        "eval_fraction": config.eval_fraction,
+        "num_shards": config.num_shards,
+        "ufl_version": __version__,
+        "created": started.isoformat(timespec="seconds"),
+    }
+    if source.has_labels:
+        metadata["num_classes"] = summary["max_label"] + 1
+    return metadata
+
+
+def counter_summary(result, summary: dict) -> str:
+    """One line of the Beam counters (or, on runners without metrics, of the summary's counts)."""
+    values = {}
+    try:
+        for counter in result.metrics().query()["counters"]:
+            if counter.key.metric.namespace == "ufl":
+                name = counter.key.metric.name
+                values[name] = values.get(name, 0) + (counter.committed or counter.attempted or 0)
+    except Exception:  # some runners (Dask) do not report metrics
+        pass
+    if not values:
+        values = {"images_read": summary["images_read"], "images_rejected": summary["images_rejected"],
+                  "patches_train": summary["patches"]["train"], "patches_eval": summary["patches"]["eval"]}
+    return "ufl preprocess: counters: " + ", ".join(f"{name}={values[name]}" for name in COUNTERS if name in values)

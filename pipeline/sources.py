@@ -1,0 +1,428 @@
+"""Image sources of ``ufl preprocess``: one reader per scheme, all yielding float32 images in [0, 1].
+
+A source spec is ``SCHEME:ARG``:
+
+  builtin:natural   the scikit-image sample photos (10 images, gray or RGB)
+  builtin:digits    scikit-learn's 1,797 8x8 digits (pixel values 0-16 scaled to [0, 1]), labelled
+  builtin:faces     the 100 25x25 LFW faces of scikit-image's ``lfw_subset``
+  builtin:mnist     10,000 real 28x28 MNIST digits vendored in ufl/data/mnist10k.npz, labelled
+  images:GLOB       PNG/JPEG/BMP/GIF files matched by Beam's FileSystems (local, gs://, s3:// ...)
+  npy:PATH          an N x H x W [x C] array
+  npz:PATH[:KEY]    array KEY (default ``images``, or the only array); labels from ``labels``/``label``/``y``
+                    (or ``y_train`` for ``x_train``) when present with N entries
+  mat:PATH[:KEY]    MATLAB file: (D, N) one P x P patch per column (D = P*P, column-major as in the classic
+                    patches.mat), (H, W, N) images along the last axis (as IMAGES.mat), or (H, W, C, N)
+  tfds:NAME[:SPLIT] a TensorFlow Datasets image dataset (prepared in ``--tfds-data-dir`` or downloaded)
+
+Pixel values: uint8 / 255, uint16 / 65535, bool as 0/1; float arrays are kept as they are (add the ``scale``
+normalization step to map another range into [0, 1]).
+
+A source is split into small, picklable *units* (one file, one image, or a range of array rows); Beam
+reads each unit with :meth:`Source.read`, which yields ``ImageBatch``es and ``Rejection``s, so one bad
+input is recorded and skipped instead of failing the job.
+"""
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+from typing import Iterator, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from ufl.config.base import ConfigError
+
+#: Images per unit of an array source: large enough to amortize Beam's per-element cost.
+ARRAY_CHUNK = 1024
+#: scikit-image sample photos used by ``builtin:natural`` (all bundled with scikit-image, no download).
+NATURAL_PHOTOS = ("astronaut", "brick", "camera", "chelsea", "coffee", "coins", "grass", "gravel", "moon",
+                  "rocket")
+#: Luminance weights of gray conversion (ITU-R 709, as skimage.color.rgb2gray).
+LUMINANCE = np.array([0.2125, 0.7154, 0.0721], dtype=np.float32)
+LABEL_KEYS = ("labels", "label", "y")
+
+
+@dataclasses.dataclass
+class ImageBatch:
+    """Images of one shape read from one unit: ``images`` float32 ``(n, H, W, C)``, ``uris`` n strings,
+    ``labels`` int64 ``(n,)`` or None."""
+
+    uris: List[str]
+    images: np.ndarray
+    labels: Optional[np.ndarray] = None
+
+
+@dataclasses.dataclass
+class Rejection:
+    """An input that could not be used: its uri and why (one line of rejected.jsonl)."""
+
+    source: str
+    reason: str
+
+
+def to_unit_range(array: np.ndarray) -> np.ndarray:
+    """Pixel values as float32: uint8 / 255, uint16 / 65535, bool as 0/1, anything else unchanged."""
+    array = np.asarray(array)
+    if array.dtype == np.uint8:
+        return array.astype(np.float32) / np.float32(255.0)
+    if array.dtype == np.uint16:
+        return array.astype(np.float32) / np.float32(65535.0)
+    return array.astype(np.float32)
+
+
+def to_color(images: np.ndarray, color: str) -> np.ndarray:
+    """``(n, H, W, C)`` images (C in 1-4; alpha dropped) as 1 gray or 3 RGB channels."""
+    channels = images.shape[-1]
+    if channels in (2, 4):
+        images, channels = images[..., :channels - 1], channels - 1
+    if color == "gray":
+        return images if channels == 1 else (images @ LUMINANCE)[..., None]
+    return np.repeat(images, 3, axis=-1) if channels == 1 else images
+
+
+def as_nhwc(images: np.ndarray, where: str) -> np.ndarray:
+    """An N x H x W or N x H x W x C array as N x H x W x C; raises ConfigError naming ``where``."""
+    if images.ndim == 3:
+        return images[..., None]
+    if images.ndim == 4 and images.shape[-1] in (1, 2, 3, 4):
+        return images
+    raise ConfigError(f"array of shape {images.shape} in {where} is not N x H x W or N x H x W x C "
+                      "(C = 1, 3 or 4); pass an array of images")
+
+
+def split_path_key(arg: str, extension: str) -> Tuple[str, Optional[str]]:
+    """``'data.npz:images'`` -> ('data.npz', 'images'); a ':' inside the path (gs://) is kept."""
+    head, sep, tail = arg.rpartition(":")
+    if sep and head.lower().endswith(extension) and "/" not in tail:
+        return head, tail
+    return arg, None
+
+
+class Source:
+    """Base of the readers. Subclasses set ``has_labels`` and implement ``check``, ``units`` and ``read``."""
+
+    has_labels = False
+
+    def __init__(self, spec: str, color: str):
+        self.spec = spec
+        self.color = color
+
+    def check(self) -> None:
+        """Raises ConfigError when the source cannot be read at all (missing file, empty glob...)."""
+
+    def units(self) -> list:
+        raise NotImplementedError
+
+    def read(self, unit) -> Iterator[Union[ImageBatch, Rejection]]:
+        raise NotImplementedError
+
+    def batch(self, uris: Sequence[str], images: np.ndarray, labels: Optional[np.ndarray]):
+        """Color-converts a batch and moves images with NaN/Inf pixels into Rejections."""
+        images = to_color(images, self.color)
+        finite = np.isfinite(images).reshape(len(images), -1).all(axis=1)
+        for index in np.flatnonzero(~finite):
+            yield Rejection(uris[index], "image contains NaN or Inf pixel values")
+        if finite.all():
+            yield ImageBatch(list(uris), images, labels)
+        elif finite.any():
+            yield ImageBatch([u for u, ok in zip(uris, finite) if ok], images[finite],
+                             None if labels is None else labels[finite])
+
+
+class ArraySource(Source):
+    """A source held as one N x H x W x C array (builtin digits/faces/mnist, npy, npz, mat, tfds)."""
+
+    _cache: dict = {}
+
+    def load(self) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        """``(images N x H x W x C in the source's dtype, labels (N,) or None)``."""
+        raise NotImplementedError
+
+    def arrays(self):
+        key = (type(self).__name__, self.spec)
+        if key not in ArraySource._cache:
+            ArraySource._cache.clear()  # keep one source in memory per process
+            ArraySource._cache[key] = self.load()
+        return ArraySource._cache[key]
+
+    def check(self) -> None:
+        images, labels = self.arrays()
+        self.has_labels = labels is not None
+        if len(images) == 0:
+            raise ConfigError(f"source {self.spec} holds no images; pass a non-empty array")
+
+    def units(self) -> list:
+        count = len(self.arrays()[0])
+        return [(start, min(start + ARRAY_CHUNK, count)) for start in range(0, count, ARRAY_CHUNK)]
+
+    def read(self, unit):
+        start, stop = unit
+        images, labels = self.arrays()
+        uris = [f"{self.spec}#{index:08d}" for index in range(start, stop)]
+        chunk = to_unit_range(as_nhwc(np.asarray(images[start:stop]), self.spec))
+        yield from self.batch(uris, chunk, None if labels is None else np.asarray(labels[start:stop], np.int64))
+
+    def all_images(self):
+        images, labels = self.arrays()
+        images = to_color(to_unit_range(as_nhwc(np.asarray(images), self.spec)), self.color)
+        return images, None if labels is None else np.asarray(labels, np.int64)
+
+
+class BuiltinSource(ArraySource):
+    def load(self):
+        name = self.spec.split(":", 1)[1]
+        if name == "digits":
+            from sklearn.datasets import load_digits
+
+            digits = load_digits()
+            return (digits.images / 16.0).astype(np.float32), digits.target.astype(np.int64)
+        if name == "faces":
+            from skimage.data import lfw_subset
+
+            return lfw_subset()[:100].astype(np.float32), None  # the first 100 of 200 are the faces
+        if name == "mnist":
+            path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "ufl", "data",
+                                "mnist10k.npz")
+            if not os.path.exists(path):  # installed (non-editable) package: data next to ufl/__init__
+                import ufl
+
+                path = os.path.join(os.path.dirname(ufl.__file__), "data", "mnist10k.npz")
+            with np.load(path) as data:
+                return data["images"], data["labels"].astype(np.int64)
+        raise ConfigError(f"builtin source {name!r} is invalid; use natural, digits, faces or mnist")
+
+
+class NaturalSource(Source):
+    """``builtin:natural``: the scikit-image photos, one unit each (they differ in size)."""
+
+    def units(self) -> list:
+        return list(NATURAL_PHOTOS)
+
+    def read(self, unit):
+        import skimage.data
+
+        image = to_unit_range(getattr(skimage.data, unit)())
+        image = image[..., None] if image.ndim == 2 else image
+        yield from self.batch([f"builtin:natural/{unit}"], image[None], None)
+
+    def all_images(self):
+        images = [batch.images[0] for unit in self.units() for batch in self.read(unit)]
+        return images, None
+
+
+class NpySource(ArraySource):
+    def path(self) -> str:
+        return self.spec.split(":", 1)[1]
+
+    def check(self) -> None:
+        require_file(self.path(), self.spec)
+        super().check()
+
+    def load(self):
+        return np.load(self.path(), mmap_mode="r"), None
+
+
+class NpzSource(ArraySource):
+    def check(self) -> None:
+        require_file(split_path_key(self.spec.split(":", 1)[1], ".npz")[0], self.spec)
+        super().check()
+
+    def load(self):
+        path, key = split_path_key(self.spec.split(":", 1)[1], ".npz")
+        with np.load(path) as data:
+            keys = list(data.files)
+            if key is None:
+                key = "images" if "images" in keys else (keys[0] if len(keys) == 1 else None)
+            if key not in keys:
+                raise ConfigError(f"npz key {key!r} is not in {path} (keys: {', '.join(keys)}); "
+                                  f"use npz:{path}:KEY")
+            images = data[key]
+            label_keys = list(LABEL_KEYS) + (["y" + key[1:]] if key.startswith("x") else [])
+            labels = next((data[k] for k in label_keys if k in keys and k != key
+                           and data[k].shape == (len(images),)), None)
+        return images, None if labels is None else labels.astype(np.int64)
+
+
+class MatSource(ArraySource):
+    def check(self) -> None:
+        require_file(split_path_key(self.spec.split(":", 1)[1], ".mat")[0], self.spec)
+        super().check()
+
+    def load(self):
+        from scipy.io import loadmat
+
+        path, key = split_path_key(self.spec.split(":", 1)[1], ".mat")
+        data = {k: v for k, v in loadmat(path).items() if not k.startswith("__")}
+        if key is None:
+            key = next(iter(data)) if len(data) == 1 else None
+        if key not in data:
+            raise ConfigError(f"MATLAB variable {key!r} is not in {path} (variables: {', '.join(data)}); "
+                              f"use mat:{path}:NAME")
+        array = np.asarray(data[key])
+        if array.ndim == 2:
+            side = int(round(np.sqrt(array.shape[0])))
+            if side * side != array.shape[0]:
+                raise ConfigError(f"MATLAB variable {key!r} of {path} has shape {array.shape}; a 2-D array "
+                                  "must hold one square P x P patch per column (P*P rows)")
+            # MATLAB stores each patch column-major: column -> P x P with Fortran order.
+            return array.T.reshape(-1, side, side).transpose(0, 2, 1), None
+        if array.ndim == 3:
+            return np.moveaxis(array, -1, 0), None
+        if array.ndim == 4:
+            return np.moveaxis(array, -1, 0), None
+        raise ConfigError(f"MATLAB variable {key!r} of {path} has shape {array.shape}; use (P*P, N), "
+                          "(H, W, N) or (H, W, C, N)")
+
+
+class TfdsSource(ArraySource):
+    """``tfds:NAME[:SPLIT]`` (default split ``train``) through tensorflow-datasets."""
+
+    def __init__(self, spec: str, color: str, data_dir: Optional[str] = None):
+        super().__init__(spec, color)
+        self.data_dir = data_dir
+
+    def builder(self):
+        import tensorflow_datasets as tfds
+
+        name = self.spec.split(":", 2)[1]
+        try:
+            builder = tfds.builder(name, data_dir=self.data_dir)
+        except Exception as error:  # tfds raises several types for unknown names
+            raise ConfigError(f"tfds dataset {name!r} is unavailable ({type(error).__name__}: "
+                              f"{str(error).splitlines()[0]}); check the name with tfds.list_builders() or "
+                              "pass --tfds-data-dir with a prepared copy") from None
+        if not builder.is_prepared():
+            try:
+                builder.download_and_prepare()
+            except Exception as error:
+                raise ConfigError(f"tfds dataset {name!r} is not prepared in {builder.data_dir} and could "
+                                  f"not be downloaded ({type(error).__name__}); prepare it with "
+                                  "'tfds build' or pass --tfds-data-dir") from None
+        return builder
+
+    def load(self):
+        import tensorflow_datasets as tfds
+
+        parts = self.spec.split(":", 2)
+        split = parts[2] if len(parts) > 2 else "train"
+        builder = self.builder()
+        features = builder.info.features
+        image_key = next((k for k, f in features.items() if isinstance(f, tfds.features.Image)), None)
+        if image_key is None:
+            raise ConfigError(f"tfds dataset {parts[1]!r} has no image feature; use an image dataset")
+        label_key = next((k for k, f in features.items() if isinstance(f, tfds.features.ClassLabel)), None)
+        if split not in builder.info.splits:
+            raise ConfigError(f"tfds split {split!r} is not in {parts[1]} (splits: "
+                              f"{', '.join(builder.info.splits)}); use tfds:{parts[1]}:SPLIT")
+        dataset = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
+        labels = None if label_key is None else dataset[label_key].astype(np.int64)
+        return dataset[image_key], labels
+
+
+class FileSource(Source):
+    """``images:GLOB``: image files matched by Beam's FileSystems, one unit per file."""
+
+    def glob(self) -> str:
+        return self.spec.split(":", 1)[1]
+
+    def check(self) -> None:
+        if not self.units():
+            raise ConfigError(f"glob {self.glob()!r} of source {self.spec} matches no files; check the "
+                              "path and quote the glob so the shell does not expand it")
+
+    def units(self) -> list:
+        from apache_beam.io.filesystems import FileSystems
+
+        if not hasattr(self, "_paths"):
+            try:
+                matched = FileSystems.match([self.glob()])[0].metadata_list
+            except Exception:  # an empty or unreadable location matches nothing
+                matched = []
+            self._paths = sorted(item.path for item in matched if not item.path.endswith("/"))
+        return self._paths
+
+    def read(self, unit):
+        try:
+            image = decode_image_file(unit)
+        except Exception as error:  # any decode failure is recorded, never fatal
+            message = str(error).splitlines()[0] if str(error) else type(error).__name__
+            yield Rejection(unit, f"cannot decode image: {message}")
+            return
+        yield from self.batch([unit], image[None], None)
+
+    def all_images(self):
+        images = [batch.images[0] for unit in self.units() for batch in self.read(unit)
+                  if isinstance(batch, ImageBatch)]
+        return images, None
+
+
+def decode_image_file(path: str) -> np.ndarray:
+    """A PNG/JPEG/BMP/GIF file (any Beam filesystem) as float32 ``(H, W, C)`` in [0, 1]."""
+    from apache_beam.io.filesystem import CompressionTypes
+    from apache_beam.io.filesystems import FileSystems
+    from PIL import Image
+
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+        data = handle.read()
+    if not data:
+        raise ValueError("empty file (0 bytes)")
+    with Image.open(io.BytesIO(data)) as image:
+        image.load()  # decodes now, so truncated files fail here
+        if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+            array = np.asarray(image, dtype=np.float64)
+            array = array / (65535.0 if array.max() > 255 or image.mode.startswith("I;16") else 255.0)
+        elif image.mode == "F":
+            array = np.asarray(image, dtype=np.float64)
+        else:
+            if image.mode not in ("L", "LA", "RGB", "RGBA"):
+                image = image.convert("RGBA" if "transparency" in image.info or "A" in image.mode else "RGB")
+            array = np.asarray(image, dtype=np.float64) / 255.0
+    array = array.astype(np.float32)
+    return array[..., None] if array.ndim == 2 else array
+
+
+def require_file(path: str, spec: str) -> None:
+    from apache_beam.io.filesystems import FileSystems
+
+    if not FileSystems.exists(path):
+        raise ConfigError(f"file {path!r} of source {spec} does not exist; check the path")
+
+
+def open_source(spec: str, *, color: str = "gray", tfds_data_dir: Optional[str] = None) -> Source:
+    """The reader of ``spec``; raises ConfigError on an unknown scheme."""
+    scheme, _, arg = spec.partition(":")
+    if scheme == "builtin":
+        return NaturalSource(spec, color) if arg == "natural" else BuiltinSource(spec, color)
+    readers = {"images": FileSource, "npy": NpySource, "npz": NpzSource, "mat": MatSource}
+    if scheme in readers:
+        return readers[scheme](spec, color)
+    if scheme == "tfds":
+        return TfdsSource(spec, color, tfds_data_dir)
+    raise ConfigError(f"source scheme {scheme!r} of {spec!r} is invalid; use one of builtin, images, npy, "
+                      "npz, mat, tfds")
+
+
+def load_images(spec: str, *, color: str = "gray", tfds_data_dir: Optional[str] = None):
+    """A source's raw images without Beam, for evaluation, feature extraction and tests.
+
+    Returns:
+      ``(images, labels)``: float32 ``(N, H, W, C)`` images in [0, 1] (C = 1 for gray, 3 for rgb) and int64
+      ``(N,)`` labels or None. Images of differing sizes (``builtin:natural``, globs) are center-cropped to
+      the smallest height and width among them; undecodable files are skipped.
+    """
+    source = open_source(spec, color=color, tfds_data_dir=tfds_data_dir)
+    source.check()
+    images, labels = source.all_images()
+    if isinstance(images, list):
+        if not images:
+            raise ConfigError(f"source {spec} has no readable images")
+        rows = min(image.shape[0] for image in images)
+        cols = min(image.shape[1] for image in images)
+        images = np.stack([center_crop(image, rows, cols) for image in images])
+    return images, labels
+
+
+def center_crop(image: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    """The central ``rows x cols`` part of an ``(H, W, C)`` image."""
+    top, left = (image.shape[0] - rows) // 2, (image.shape[1] - cols) // 2
+    return image[top:top + rows, left:left + cols]
