@@ -130,3 +130,31 @@ def toy_export(tmp_path_factory, digits):
     models = os.path.join(root, "MODELS")
     path = export_run(ExportConfig(run=run_dir, model_base=models, name="toy", grid_stride=1))
     return {"root": root, "data": data_dir, "run": run_dir, "models": models, "path": path, "raw": raw}
+
+
+@pytest.fixture(scope="session")
+def digits_encoder(tmp_path_factory, digits):
+    """``{"run", "path"}`` of a ToyCoder whose dictionary is learned (k-means of contrast+ZCA-normalized 4x4 digit patches)."""
+    from sklearn.cluster import KMeans
+    from sklearn.model_selection import train_test_split
+
+    from ufl.config import ExportConfig
+    from ufl.export.saved_model import export_run
+    from ufl.trainers.run_dir import load_run_files
+
+    root = str(tmp_path_factory.mktemp("encoder"))
+    images, labels = digits
+    train_index, _ = train_test_split(np.arange(len(labels)), test_size=0.25, stratify=labels, random_state=0)
+    raw = random_patches(images[train_index], 4, 4000)
+
+    def learn_dictionary(model):  # called by make_run once RUN/data/stats.npz exists
+        _, _, stats = load_run_files(os.path.join(root, "RUN"))
+        normalized = apply_normalization(raw, ("contrast", "zca"), stats)
+        centers = KMeans(32, n_init=1, random_state=0).fit(normalized).cluster_centers_
+        model.dictionary.assign(centers / np.linalg.norm(centers, axis=1, keepdims=True))
+
+    _, run_dir = make_run(root, {"kind": "export_toy", "n_codes": 32}, raw, patch_size=4,
+                          model_setup=learn_dictionary)
+    path = export_run(ExportConfig(run=run_dir, model_base=os.path.join(root, "MODELS"), name="digits",
+                                   grid_stride=1, warmup_requests=0))
+    return {"run": run_dir, "path": path}

@@ -7,37 +7,10 @@ import tensorflow as tf
 import tf_keras
 from sklearn.model_selection import train_test_split
 
-from ufl.config import ConfigError, ExportConfig
+from ufl.config import ConfigError
 from ufl.export import load_encoder
-from ufl.export.saved_model import export_run
-from ufl.pipeline.normalize import apply_normalization
 
-from tests.export.conftest import make_run, random_patches
-
-
-@pytest.fixture(scope="module")
-def digits_encoder(tmp_path_factory, digits):
-    """ToyCoder whose dictionary is learned (k-means of contrast+ZCA-normalized 4x4 digit patches)."""
-    from sklearn.cluster import KMeans
-    from ufl.trainers.run_dir import load_run_files
-
-    root = str(tmp_path_factory.mktemp("encoder"))
-    images, labels = digits
-    train_index, _ = train_test_split(np.arange(len(labels)), test_size=0.25, stratify=labels, random_state=0)
-    raw = random_patches(images[train_index], 4, 4000)
-
-    def learn_dictionary(model):
-        _, _, stats = load_run_files(os.path.join(root, "RUN"))
-        normalized = apply_normalization(raw, ("contrast", "zca"), stats)
-        centers = KMeans(32, n_init=1, random_state=0).fit(normalized).cluster_centers_
-        model.dictionary.assign(centers / np.linalg.norm(centers, axis=1, keepdims=True))
-
-    def setup(model):  # stats exist once make_run has written RUN/data
-        learn_dictionary(model)
-
-    _, run_dir = make_run(root, {"kind": "export_toy", "n_codes": 32}, raw, patch_size=4, model_setup=setup)
-    return export_run(ExportConfig(run=run_dir, model_base=os.path.join(root, "MODELS"), name="digits",
-                                   grid_stride=1, warmup_requests=0))
+from tests.export.conftest import random_patches
 
 
 def train_head(features_layer, images, labels, train, test, seed=0):
@@ -58,7 +31,7 @@ def train_head(features_layer, images, labels, train, test, seed=0):
 def test_classifier_on_exported_encoder_beats_raw_pixels_with_same_head(digits_encoder, digits):
     images, labels = digits
     train, test = train_test_split(np.arange(len(labels)), test_size=0.25, stratify=labels, random_state=0)
-    encoder = load_encoder(os.path.dirname(digits_encoder))  # MODELS/NAME -> newest version
+    encoder = load_encoder(os.path.dirname(digits_encoder["path"]))  # MODELS/NAME -> newest version
     assert encoder.trainable_weights == [] and encoder.non_trainable_weights
     encoded = train_head(encoder, images, labels, train, test)
     raw = train_head(tf_keras.layers.Flatten(), images, labels, train, test)
@@ -66,7 +39,7 @@ def test_classifier_on_exported_encoder_beats_raw_pixels_with_same_head(digits_e
 
 
 def test_trainable_encoder_receives_gradients(digits_encoder, digits):
-    encoder = load_encoder(digits_encoder, trainable=True)
+    encoder = load_encoder(digits_encoder["path"], trainable=True)
     assert len(encoder.trainable_weights) == 2  # the ToyCoder's dictionary and reconstruction matrix
     with tf.GradientTape() as tape:
         loss = tf.reduce_sum(encoder(tf.constant(digits[0][:4])) ** 2)
@@ -75,7 +48,7 @@ def test_trainable_encoder_receives_gradients(digits_encoder, digits):
 
 
 def test_patch_signature_and_output_shape(digits_encoder, digits):
-    codes_layer = load_encoder(digits_encoder, signature="serving_default")
+    codes_layer = load_encoder(digits_encoder["path"], signature="serving_default")
     patches = random_patches(digits[0], 4, 10)
     assert codes_layer(tf.constant(patches)).shape == (10, 32)
     assert codes_layer.compute_output_shape((None, 16)).as_list() == [None, 32]
@@ -83,8 +56,8 @@ def test_patch_signature_and_output_shape(digits_encoder, digits):
 
 def test_bad_paths_and_signatures(digits_encoder, tmp_path):
     with pytest.raises(ConfigError, match="signature 'encode' is invalid; .* has: encode_images, reconstruct"):
-        load_encoder(digits_encoder, signature="encode")
+        load_encoder(digits_encoder["path"], signature="encode")
     with pytest.raises(ConfigError, match="model path .* is invalid; it holds neither saved_model.pb"):
         load_encoder(str(tmp_path))
     with pytest.raises(ConfigError, match="output_key 'codes' is invalid; signature 'encode_images' has"):
-        load_encoder(digits_encoder, output_key="codes")
+        load_encoder(digits_encoder["path"], output_key="codes")

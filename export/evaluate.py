@@ -1,0 +1,154 @@
+"""``ufl evaluate linear-probe``: how much a learned encoder helps a linear classifier, against raw pixels.
+
+The probe is the standard test of unsupervised features: the same logistic regression (standardized
+inputs, L2 penalty ``C``) is trained on the encoder's features and on the raw pixels, with the same
+stratified train/test split (default 75/25, seed 0), and both test accuracies are reported. Features are
+the ``encode_images`` signature's: for patch models on small images, codes of every patch on a grid, split
+by sign and sum-pooled over image quadrants (Coates, Lee & Ng 2011); for whole-image models, the codes.
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import Callable, Dict, Optional, Tuple
+
+import numpy as np
+
+from ufl.config import ConfigError
+
+#: Inverse L2 strength of the probe; on builtin:digits standardized raw pixels reach 97.1% with it.
+DEFAULT_C = 0.1
+
+
+def stratified_split(labels: np.ndarray, *, test_size: float = 0.25, seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
+    """``(train_index, test_index)`` of a stratified split (the same for features and raw pixels)."""
+    from sklearn.model_selection import train_test_split
+
+    return train_test_split(np.arange(len(labels)), test_size=test_size, stratify=labels, random_state=seed)
+
+
+def stratified_subset(labels: np.ndarray, max_images: Optional[int], *, seed: int = 0) -> np.ndarray:
+    """Indices of at most ``max_images`` examples with the class proportions of ``labels`` (sorted)."""
+    if not max_images or max_images >= len(labels):
+        return np.arange(len(labels))
+    from sklearn.model_selection import train_test_split
+
+    keep, _ = train_test_split(np.arange(len(labels)), train_size=max_images, stratify=labels, random_state=seed)
+    return np.sort(keep)
+
+
+def fit_probe(features: np.ndarray, labels: np.ndarray, train: np.ndarray, test: np.ndarray, *,
+              C: float = DEFAULT_C, max_iter: int = 2000) -> Tuple[float, float]:
+    """``(test accuracy, seconds)`` of standardized logistic regression trained on ``features[train]``."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    started = time.perf_counter()
+    probe = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        probe.fit(features[train], labels[train])
+    return float(probe.score(features[test], labels[test])), time.perf_counter() - started
+
+
+def linear_probe(images: np.ndarray, labels: np.ndarray, encode: Callable[[np.ndarray], np.ndarray], *,
+                 test_size: float = 0.25, seed: int = 0, C: float = DEFAULT_C, max_iter: int = 2000) -> Dict:
+    """Logistic-regression probe of ``encode(images)`` against raw pixels on the same stratified split.
+
+    Args:
+      images: float32 ``(N, H, W, C)`` raw images in [0, 1].
+      labels: int ``(N,)`` class labels.
+      encode: ``(N, H, W, C)`` images -> ``(N, F)`` features (e.g. an exported ``encode_images``).
+      test_size: fraction of each class held out for testing, in (0, 1).
+      seed: seed of the split.
+      C: inverse L2 regularization strength of the logistic regression (> 0), the same for both.
+      max_iter: iterations of the solver.
+    Returns:
+      ``{"feature_accuracy", "raw_accuracy", "feature_dim", "raw_dim", "feature_seconds" (encoding),
+      "feature_fit_seconds", "raw_fit_seconds", "n_train", "n_test", "C", "test_size", "seed"}``.
+    """
+    if labels is None:
+        raise ConfigError("labels None is invalid; the linear probe needs a labelled source such as "
+                          "builtin:digits, builtin:mnist or npz:FILE.npz:images:labels")
+    if not 0.0 < test_size < 1.0:
+        raise ConfigError(f"test_size {test_size} is invalid; use --test-size in (0, 1), e.g. 0.25")
+    if C <= 0:
+        raise ConfigError(f"C {C} is invalid; use --C > 0, e.g. {DEFAULT_C}")
+    labels = np.asarray(labels)
+    train, test = stratified_split(labels, test_size=test_size, seed=seed)
+    started = time.perf_counter()
+    features = np.asarray(encode(images), np.float64).reshape(len(images), -1)
+    feature_seconds = time.perf_counter() - started
+    raw = np.asarray(images, np.float64).reshape(len(images), -1)
+    feature_accuracy, feature_fit = fit_probe(features, labels, train, test, C=C, max_iter=max_iter)
+    raw_accuracy, raw_fit = fit_probe(raw, labels, train, test, C=C, max_iter=max_iter)
+    return {
+        "feature_accuracy": feature_accuracy,
+        "raw_accuracy": raw_accuracy,
+        "feature_dim": int(features.shape[1]),
+        "raw_dim": int(raw.shape[1]),
+        "feature_seconds": round(feature_seconds, 3),
+        "feature_fit_seconds": round(feature_fit, 3),
+        "raw_fit_seconds": round(raw_fit, 3),
+        "n_train": int(len(train)),
+        "n_test": int(len(test)),
+        "C": C,
+        "test_size": test_size,
+        "seed": seed,
+    }
+
+
+def run_encoder(run_dir: str, *, grid_stride: Optional[int] = None, pool_grid: int = 2,
+                batch_size: int = 256) -> Tuple[Callable[[np.ndarray], np.ndarray], dict]:
+    """``(images -> features, info)`` of a trained RUN/, the same graph ``ufl export`` would save."""
+    import tensorflow as tf
+
+    from ufl.export.serving_module import ServingModule
+    from ufl.trainers.run_dir import load_trained_model
+
+    if not os.path.isdir(run_dir):
+        raise ConfigError(f"run {run_dir!r} is invalid; no such directory (train one with 'ufl train')")
+    trained = load_trained_model(run_dir)
+    try:
+        module = ServingModule(trained.model, trained.metadata, trained.stats, grid_stride=grid_stride,
+                               pool_grid=pool_grid)
+    except ValueError as error:
+        raise ConfigError(f"run {run_dir!r} is invalid; {error}") from error
+
+    def encode(images: np.ndarray) -> np.ndarray:
+        parts = [module.encode_images(tf.constant(images[start:start + batch_size], tf.float32))["features"].numpy()
+                 for start in range(0, len(images), batch_size)]
+        return np.concatenate(parts)
+
+    info = {"kind": trained.config["model"].get("kind"), "preset": trained.config.get("preset"),
+            "channels": module.channels, **module.info}
+    return encode, info
+
+
+def model_dir_encoder(model_dir: str, *, batch_size: int = 256) -> Tuple[Callable[[np.ndarray], np.ndarray], dict]:
+    """``(images -> features, info)`` of an exported MODELS/NAME[/VERSION] (its ``encode_images``)."""
+    from ufl.export.features import compute_features
+    from ufl.export.load import read_model_info, resolve_version_dir
+
+    path = resolve_version_dir(model_dir)
+
+    def encode(images: np.ndarray) -> np.ndarray:
+        return compute_features(images, model_dir=path, batch_size=batch_size, progress=False)
+
+    return encode, {**read_model_info(path), "model_dir": path}
+
+
+def source_of(data: str) -> str:
+    """A source spec from ``--data``: a spec as is, or the source recorded in a DATA/ directory."""
+    if os.path.isdir(data):
+        from ufl.pipeline import DataError, load_metadata
+
+        try:
+            return load_metadata(data)["source"]
+        except DataError as error:
+            raise ConfigError(f"data {data!r} is invalid; {error}") from error
+    return data

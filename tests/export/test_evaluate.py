@@ -1,0 +1,65 @@
+"""ufl evaluate linear-probe: encoder features vs raw pixels with the same logistic regression and split."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from ufl.config import ConfigError
+from ufl.export.evaluate import linear_probe, stratified_split, stratified_subset
+
+
+def test_probe_of_learned_encoder_beats_raw_pixels_and_cli_paths_agree(digits_encoder, capsys):
+    from ufl.cli import main
+
+    assert main(["evaluate", "linear-probe", "--model-dir", digits_encoder["path"], "--data", "builtin:digits",
+                 "--json"]) == 0
+    exported = json.loads(capsys.readouterr().out)
+    assert exported["feature_accuracy"] > exported["raw_accuracy"] + 0.01
+    assert exported["feature_dim"] == 4 * 2 * 32 and exported["raw_dim"] == 64
+    assert exported["n_test"] == 450 and exported["kind"] == "export_toy"
+
+    assert main(["evaluate", "linear-probe", "--run", digits_encoder["run"], "--data", "builtin:digits",
+                 "--grid-stride", "1"]) == 0
+    table = capsys.readouterr().out
+    assert "encoder features" in table and "raw pixels" in table
+    features_row = next(line for line in table.splitlines() if line.startswith("encoder features"))
+    assert float(features_row.split()[2]) == pytest.approx(exported["feature_accuracy"], abs=1e-4)
+
+
+def test_split_is_stratified_and_seeded():
+    labels = np.repeat(np.arange(4), [40, 20, 20, 20])
+    train, test = stratified_split(labels, test_size=0.25, seed=0)
+    assert np.bincount(labels[test]).tolist() == [10, 5, 5, 5]
+    assert np.array_equal(test, stratified_split(labels, test_size=0.25, seed=0)[1])
+    assert not np.array_equal(test, stratified_split(labels, test_size=0.25, seed=1)[1])
+    subset = stratified_subset(labels, 50, seed=0)
+    assert len(subset) == 50 and np.bincount(labels[subset]).tolist() == [20, 10, 10, 10]
+
+
+def test_uninformative_features_lose_to_raw_pixels(digits):
+    images, labels = digits
+    rng = np.random.default_rng(0)
+    result = linear_probe(images, labels, lambda x: rng.normal(size=(len(x), 16)))
+    assert result["raw_accuracy"] > 0.9 and result["feature_accuracy"] < 0.3
+
+
+def test_bad_probe_input(digits, digits_encoder, tmp_path, capsys):
+    from ufl.cli import main
+
+    images, labels = digits
+    with pytest.raises(ConfigError, match="labels None is invalid; the linear probe needs a labelled source"):
+        linear_probe(images, None, lambda x: x)
+    with pytest.raises(ConfigError, match="test_size 1.5 is invalid"):
+        linear_probe(images, labels, lambda x: x, test_size=1.5)
+    with pytest.raises(ConfigError, match="C 0 is invalid"):
+        linear_probe(images, labels, lambda x: x, C=0)
+    np.save(tmp_path / "unlabelled.npy", images[:40])
+    assert main(["evaluate", "linear-probe", "--model-dir", digits_encoder["path"], "--data",
+                 f"npy:{tmp_path / 'unlabelled.npy'}"]) == 2
+    assert "labels None is invalid" in capsys.readouterr().err
+    assert main(["evaluate", "linear-probe", "--run", str(tmp_path / "missing"), "--data", "builtin:digits"]) == 2
+    assert "no such directory" in capsys.readouterr().err
+    os.makedirs(tmp_path / "DATA")
+    assert main(["evaluate", "linear-probe", "--run", digits_encoder["run"], "--data", str(tmp_path / "DATA")]) == 2
+    assert "has no metadata.json" in capsys.readouterr().err
