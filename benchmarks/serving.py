@@ -1,0 +1,200 @@
+"""Serving benchmark: gRPC Predict against `ufl serve` next to calling the same SavedModel in process.
+
+Measures p50/p99 latency and throughput (patches/s) for batches of 1 and 256 16x16 patches, with 1 and 8
+concurrent clients, for: the SavedModel's ``serving_default`` called in this process (the peer), and
+``ufl serve`` (a separate process, as deployed) called over gRPC with the official TF-Serving stubs, with
+and without ``--enable_batching``. Prints one JSON line; goals: serving overhead <= 1 ms p50 at batch 1,
+throughput at batch 256 >= 90% of in-process.
+
+    python benchmarks/serving.py                      # a sparse-coding-like model: 20 ISTA steps, 256 codes
+    python benchmarks/serving.py --model-dir work/models/NAME/1     # an exported model (e.g. `make run`'s)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+PATCH_DIM = 16 * 16
+
+
+class SparseCoder(tf.Module):
+    """ISTA inference in a tf.while_loop over a fixed dictionary, as ufl's sparse coding serves codes."""
+
+    def __init__(self, n_codes: int, n_steps: int):
+        super().__init__()
+        atoms = np.random.default_rng(0).normal(size=(n_codes, PATCH_DIM)).astype(np.float32)
+        self.dictionary = tf.Variable(atoms / np.linalg.norm(atoms, axis=1, keepdims=True))
+        self.n_steps = n_steps
+
+    @tf.function(input_signature=[tf.TensorSpec([None, PATCH_DIM], tf.float32)])
+    def serve(self, patches):
+        gram = tf.matmul(self.dictionary, self.dictionary, transpose_b=True)
+        step = 1.0 / tf.reduce_max(tf.reduce_sum(tf.abs(gram), axis=1))
+        target = tf.matmul(patches, self.dictionary, transpose_b=True)
+
+        def body(i, codes):
+            moved = codes - step * (tf.matmul(codes, gram) - target)
+            return i + 1, tf.sign(moved) * tf.nn.relu(tf.abs(moved) - step * 0.1)
+
+        codes = tf.while_loop(lambda i, _: i < self.n_steps, body, (tf.constant(0), tf.zeros_like(target)))[1]
+        return {"codes": codes}
+
+
+def run_clients(call, batch: np.ndarray, clients: int, seconds: float, min_calls: int) -> tuple:
+    """Runs ``call(batch)`` from ``clients`` threads for ~``seconds``; returns (latencies in s, wall s)."""
+    latencies = [[] for _ in range(clients)]
+    stop_at = time.perf_counter() + seconds
+
+    def client(index):
+        own = latencies[index]
+        while time.perf_counter() < stop_at or len(own) < min_calls:
+            start = time.perf_counter()
+            call(batch)
+            own.append(time.perf_counter() - start)
+
+    threads = [threading.Thread(target=client, args=(index,)) for index in range(clients)]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return [value for values in latencies for value in values], time.perf_counter() - start
+
+
+def measure(calls: dict, batch: np.ndarray, clients: int, seconds: float, rounds: int) -> dict:
+    """Latency percentiles and throughput of each ``calls[label]``, measured in alternating short rounds.
+
+    Other work on the machine comes and goes; alternating the peers round by round exposes them to the
+    same load, so their ratios stay meaningful on a busy machine.
+    """
+    totals = {label: ([], 0.0) for label in calls}
+    for label, call in calls.items():
+        call(batch)  # warm the path (first gRPC connection, first eager dispatch)
+    for _ in range(rounds):
+        for label, call in calls.items():
+            latencies, wall = run_clients(call, batch, clients, seconds / rounds, 2)
+            totals[label] = (totals[label][0] + latencies, totals[label][1] + wall)
+    results = {}
+    for label, (latencies, wall) in totals.items():
+        flat = np.asarray(latencies) * 1e3
+        results[label] = {"p50_ms": round(float(np.percentile(flat, 50)), 3),
+                          "p99_ms": round(float(np.percentile(flat, 99)), 3),
+                          "patches_per_s": round(len(flat) * len(batch) / wall, 1), "calls": int(len(flat))}
+    return results
+
+
+def start_server(models: str, name: str, batching_file: str | None) -> tuple:
+    command = [sys.executable, "-m", "ufl.cli", "serve", "--port", "0", "--rest_api_port", "0",
+               "--model_name", name, "--model_base_path", os.path.join(models, name), "--backend", "ufl",
+               "--file_system_poll_wait_seconds", "0"]
+    if batching_file:
+        command += ["--enable_batching", "--batching_parameters_file", batching_file]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    line = process.stdout.readline()
+    if "gRPC API on" not in line:
+        process.kill()
+        raise RuntimeError(f"ufl serve did not start: {line!r}")
+    return process, int(line.split("gRPC API on ")[1].split(";")[0].rsplit(":", 1)[1].split(",")[0])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model-dir", help="an exported version folder MODELS/NAME/VERSION (default: build one)")
+    parser.add_argument("--n-codes", type=int, default=256)
+    parser.add_argument("--n-steps", type=int, default=20)
+    parser.add_argument("--seconds", type=float, default=4.0, help="per measurement and peer")
+    parser.add_argument("--rounds", type=int, default=4, help="alternating rounds per measurement")
+    args = parser.parse_args()
+
+    import grpc
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    from ufl.export.client import CHANNEL_OPTIONS, fill_tensor_proto, ndarray_from_tensor_proto, wait_until_available
+
+    workdir = tempfile.mkdtemp(prefix="ufl-serving-bench-")
+    name = "bench"
+    version_dir = os.path.join(workdir, name, "1")
+    if args.model_dir:
+        shutil.copytree(args.model_dir, version_dir)
+    else:
+        module = SparseCoder(args.n_codes, args.n_steps)
+        tf.saved_model.save(module, version_dir, signatures={"serving_default": module.serve})
+    batching_file = os.path.join(workdir, "batching.config")
+    with open(batching_file, "w") as handle:
+        handle.write("max_batch_size { value: 256 }\nbatch_timeout_micros { value: 0 }\n"
+                     "num_batch_threads { value: 2 }\nmax_enqueued_batches { value: 1000 }\n")
+
+    function = tf.saved_model.load(version_dir).signatures["serving_default"]
+    input_key = next(iter(function.structured_input_signature[1]))
+
+    def in_process(batch):
+        return next(iter(function(**{input_key: tf.constant(batch)}).values())).numpy()
+
+    rng = np.random.default_rng(0)
+    batches = {size: rng.uniform(size=(size, PATCH_DIM)).astype(np.float32) for size in (1, 256)}
+    results = {"model": args.model_dir or f"ISTA {args.n_steps} steps, {args.n_codes} codes, 16x16 patches",
+               "cpus": os.cpu_count(), "load_average_before": [round(value, 2) for value in os.getloadavg()]}
+    servers, channels = [], []
+    try:
+        calls_by_size = {size: {"in_process": in_process} for size in batches}
+        for label, batching in (("served", None), ("served_batching", batching_file)):
+            process, port = start_server(workdir, name, batching)
+            servers.append(process)
+            wait_until_available(f"127.0.0.1:{port}", name, timeout=120)
+            channels.append(grpc.insecure_channel(f"127.0.0.1:{port}", options=CHANNEL_OPTIONS))
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channels[-1])
+            for size, batch in batches.items():
+                request = predict_pb2.PredictRequest()
+                request.model_spec.name = name
+                fill_tensor_proto(request.inputs[input_key], batch)
+
+                def over_grpc(_, request=request, stub=stub):
+                    response = stub.Predict(request, timeout=60)
+                    return ndarray_from_tensor_proto(next(iter(response.outputs.values())))
+
+                np.testing.assert_allclose(over_grpc(batch), in_process(batch), rtol=1e-4, atol=1e-5)
+                calls_by_size[size][label] = over_grpc
+        for size, batch in batches.items():
+            for clients in (1, 8):
+                measured = measure(calls_by_size[size], batch, clients, args.seconds, args.rounds)
+                for label, figures in measured.items():
+                    results[f"{label}_b{size}_c{clients}"] = figures
+    finally:
+        for channel in channels:
+            channel.close()
+        for process in servers:
+            process.terminate()
+            process.wait(timeout=30)
+    shutil.rmtree(workdir, ignore_errors=True)
+    results["load_average_after"] = [round(value, 2) for value in os.getloadavg()]
+
+    for label in ("served", "served_batching"):
+        results[f"{label}_overhead_p50_ms_b1_c1"] = round(
+            results[f"{label}_b1_c1"]["p50_ms"] - results["in_process_b1_c1"]["p50_ms"], 3)
+        for clients in (1, 8):
+            results[f"{label}_throughput_ratio_b256_c{clients}"] = round(
+                results[f"{label}_b256_c{clients}"]["patches_per_s"] /
+                results[f"in_process_b256_c{clients}"]["patches_per_s"], 3)
+            results[f"{label}_throughput_ratio_b1_c{clients}"] = round(
+                results[f"{label}_b1_c{clients}"]["patches_per_s"] /
+                results[f"in_process_b1_c{clients}"]["patches_per_s"], 3)
+    results["goal_overhead_le_1ms"] = results["served_overhead_p50_ms_b1_c1"] <= 1.0
+    results["goal_throughput_b256_ge_90pct"] = results["served_throughput_ratio_b256_c1"] >= 0.9
+    print(json.dumps(results, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
