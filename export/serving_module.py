@@ -138,9 +138,14 @@ class ServingModule(tf.Module):
         self.signature_functions = {sig.SERVING_DEFAULT: self.serving_default,
                                     sig.ENCODE_IMAGES: self.encode_images}
         if getattr(model, "supports_reconstruction", False):
-            self.reconstruct = tf.function(serve_reconstruction, input_signature=[patches_spec],
-                                           jit_compile=self.xla)
-            self.signature_functions[sig.RECONSTRUCT] = self.reconstruct
+            reconstruct = tf.function(serve_reconstruction, input_signature=[patches_spec], jit_compile=self.xla)
+            try:
+                reconstruct.get_concrete_function()
+            except NotImplementedError:  # the flag is inherited but the model has no reconstruct()
+                pass
+            else:
+                self.reconstruct = reconstruct
+                self.signature_functions[sig.RECONSTRUCT] = reconstruct
 
     def normalize(self, patches: tf.Tensor) -> tf.Tensor:
         """``(N, patch_dim)`` raw patches -> normalized patches, exactly as DATA/ was written."""

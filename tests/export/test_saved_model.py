@@ -173,3 +173,48 @@ def test_cli_export(toy_export, tmp_path, capsys):
     assert "models.config" in capsys.readouterr().out and list_versions(os.path.join(models, "cli")) == [1]
     assert main(["export", toy_export["run"], "--model-base", models, "--name", "cli", "--version", "1"]) == 2
     assert "never overwritten" in capsys.readouterr().err
+
+
+def kind_specs():
+    """``(kind, model spec, sample side, normalization steps)`` of every registered model kind, from the
+    first preset using it (the preset's data recipe gives the sample size and normalization)."""
+    from ufl.trainers.presets import all_presets
+    from ufl.trainers.registry import model_kinds
+
+    presets = list(all_presets().values())
+    specs = []
+    for kind in model_kinds():
+        if kind.startswith("export_"):  # this folder's own test model
+            continue
+        preset = next((p for p in presets if p.model.get("kind") == kind), None)
+        spec = dict(preset.model) if preset else {"kind": kind}
+        data = preset.data if preset else {}
+        side = data.get("patch_size") or 28  # whole-image presets use 28x28 MNIST-style images
+        normalize = data.get("normalize", "none")
+        steps = () if normalize in ("none", None) else tuple(normalize.split(","))
+        specs.append(pytest.param(kind, spec, side, steps, data.get("extract", "random"), id=kind))
+    return specs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind,spec,side,steps,extract", kind_specs())
+def test_every_model_kind_exports_and_serves_its_in_process_codes(kind, spec, side, steps, extract, tmp_path):
+    rng = np.random.default_rng(0)
+    raw = rng.random((80, side * side), dtype=np.float32)
+    _, run_dir = make_run(str(tmp_path), spec, raw, patch_size=side, steps=steps, source="builtin:mnist",
+                          extra_metadata={"extract": extract})
+    path = export_run(ExportConfig(run=run_dir, model_base=str(tmp_path / "M"), name=kind.replace("_", "-"),
+                                   warmup_requests=1))
+    trained = load_trained_model(run_dir)
+    stats = {k: v.astype(np.float32) for k, v in trained.stats.items()}
+    normalized = apply_normalization(raw[:16], steps, stats).astype(np.float32)
+    loaded = tf.saved_model.load(path)
+    served = loaded.signatures[sig.SERVING_DEFAULT](patches=tf.constant(raw[:16]))[sig.CODES_OUTPUT].numpy()
+    np.testing.assert_allclose(served, trained.model.encode(tf.constant(normalized)).numpy(), atol=1e-4, rtol=1e-4)
+    if sig.RECONSTRUCT in loaded.signatures and not steps:
+        out = loaded.signatures[sig.RECONSTRUCT](patches=tf.constant(raw[:16]))[sig.RECONSTRUCTION_OUTPUT]
+        np.testing.assert_allclose(out.numpy(), trained.model.reconstruct(tf.constant(normalized)).numpy(),
+                                   atol=1e-4, rtol=1e-4)
+    images = raw[:4].reshape(4, side, side, 1)
+    features = loaded.signatures[sig.ENCODE_IMAGES](images=tf.constant(images))[sig.FEATURES_OUTPUT]
+    assert features.shape[0] == 4 and np.all(np.isfinite(features.numpy()))
