@@ -1,10 +1,13 @@
-"""Dataset statistics as Beam CombineFns: one pass, float64, mergeable in any order.
+"""Dataset statistics as Beam CombineFns: one pass, float64, mergeable in any order, reproducible.
 
-``MomentsCombineFn`` accumulates count, mean and the centered scatter matrix of ``(m, d)`` blocks of
-patches with Chan et al.'s pairwise update (batch moments merged into running ones), which stays accurate
-where ``sum(x x^T) - n mean mean^T`` loses digits; it also tracks the global min and max. ``step_statistics``
-turns the result into the stats.npz arrays a normalization step needs (``STATS_KEYS`` of normalize.py), the
-same arrays ``normalize.fit_statistics`` computes in memory.
+``Moments`` holds count, mean and the centered scatter matrix of ``(m, d)`` blocks of patches, merged with
+Chan et al.'s pairwise update, which stays accurate where ``sum(x x^T) - n mean mean^T`` loses digits; it
+also tracks the global min and max. ``MomentsCombineFn`` combines blocks in whatever order the runner
+delivers them. ``OrderedMomentsCombineFn`` combines per-unit moments ``(unit_index, Moments)`` along a fixed
+tree (units folded in index order in groups of ``FAN_IN``, groups likewise), so the float64 result is
+bit-identical whatever the runner, the bundles or the merge order: DATA/ stays byte-identical across runs.
+``step_statistics`` turns moments into the stats.npz arrays a normalization step needs (``STATS_KEYS`` of
+normalize.py), the same arrays ``normalize.fit_statistics`` computes in memory.
 """
 from __future__ import annotations
 
@@ -75,6 +78,61 @@ class MomentsCombineFn(beam.CombineFn):
 
     def extract_output(self, accumulator: Moments) -> Moments:
         return accumulator
+
+
+class OrderedMomentsCombineFn(beam.CombineFn):
+    """Combines ``(unit_index, Moments)`` along a fixed tree, so the result does not depend on merge order.
+
+    The accumulator maps tree nodes ``(level, index)`` to Moments; a node's children are the nodes
+    ``(level - 1, index * FAN_IN + k)``. A complete group of children is folded in index order as soon as
+    it is present; ``extract_output`` folds the incomplete groups left at the right edge. Memory stays
+    below ``FAN_IN`` nodes per level.
+    """
+
+    FAN_IN = 16
+
+    def create_accumulator(self) -> dict:
+        return {}
+
+    def add_input(self, accumulator: dict, element) -> dict:
+        index, moments = element
+        accumulator[(0, int(index))] = moments
+        return self._collapse(accumulator, (0, int(index) // self.FAN_IN))
+
+    def merge_accumulators(self, accumulators) -> dict:
+        merged: dict = {}
+        for accumulator in accumulators:
+            for node, moments in accumulator.items():
+                merged[node] = moments
+                merged = self._collapse(merged, (node[0], node[1] // self.FAN_IN))
+        return merged
+
+    def _collapse(self, accumulator: dict, parent) -> dict:
+        level, index = parent
+        while True:
+            children = [(level, index * self.FAN_IN + k) for k in range(self.FAN_IN)]
+            if not all(child in accumulator for child in children):
+                return accumulator
+            accumulator[(level + 1, index)] = self._fold([accumulator.pop(child) for child in children])
+            level, index = level + 1, index // self.FAN_IN
+
+    @staticmethod
+    def _fold(moments_list) -> Moments:
+        total = Moments()
+        for moments in moments_list:
+            total = total.merge(moments)
+        return total
+
+    def extract_output(self, accumulator: dict) -> Moments:
+        nodes = dict(accumulator)
+        while len(nodes) > 1:
+            level = min(node[0] for node in nodes)
+            parents: dict = {}
+            for node in sorted(n for n in nodes if n[0] == level):
+                parents.setdefault(node[1] // self.FAN_IN, []).append(nodes.pop(node))
+            for index, children in parents.items():
+                nodes[(level + 1, index)] = self._fold(children)
+        return next(iter(nodes.values())) if nodes else Moments()
 
 
 def step_statistics(step: str, moments: Moments, *, zca_epsilon: float) -> dict:

@@ -3,9 +3,11 @@
 The pipeline, one labelled step per line (the DoFns are in transforms.py)::
 
   ListInputs           the source's units (files, photos, ranges of array rows), numbered
-  ExtractTrainPatches  read each unit, cut raw patches of its train images (one numpy block per batch)
-  Moments_<i>_<step>   one pass of a CombineFn per normalization step that needs statistics, applied to
-  Stats_<i>_<step>     the output of the steps before it (chained through side inputs)
+  UnitMoments_<i>_<s>  for each normalization step that needs statistics: read each unit, cut the raw
+                       patches of its train images, apply the steps before it (their statistics as a side
+                       input), and take the unit's moments (count, mean, scatter, min, max)
+  Moments_<i>_<s>      combine them (one CombineFn pass, fixed merge tree: reproducible to the bit)
+  Stats_<i>_<s>        mean / ZCA matrix / min-max of the step, merged with the earlier steps' ones
   AssignShards         unit i -> shard i mod num_shards
   GroupByShard
   WriteShards          re-read the shard's units in order, cut, normalize (statistics as side input),
@@ -35,12 +37,12 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from ufl import __version__
 from ufl.config.base import ConfigError, to_jsonable
 from ufl.pipeline import layout
-from ufl.pipeline.analyzers import MomentsCombineFn, merge_stats
+from ufl.pipeline.analyzers import OrderedMomentsCombineFn, merge_stats
 from ufl.pipeline.normalize import CONTRAST_EPSILON, STATS_KEYS
 from ufl.pipeline.patches import ExtractOptions
 from ufl.pipeline.sources import ArraySource, Source, open_source
-from ufl.pipeline.transforms import (SUMMARY_FILE, SummaryCombineFn, TrainPatchesFn, WriteShardFn,
-                                     normalize_block, write_bytes, write_summary)
+from ufl.pipeline.transforms import (SUMMARY_FILE, SummaryCombineFn, UnitMomentsFn, WriteShardFn, write_bytes,
+                                     write_summary)
 
 DEFAULT_BEAM_ARGS = ("--direct_num_workers=2", "--direct_running_mode=multi_processing")
 #: Counters reported at the end of a run (Metrics.counter namespace ``ufl``).
@@ -53,21 +55,16 @@ def build_pipeline(pipeline: beam.Pipeline, source: Source, units: list, options
     steps, contrast_epsilon = tuple(config.normalize), CONTRAST_EPSILON
     inputs = pipeline | "ListInputs" >> beam.Create(list(enumerate(units)))
     stats = None
-    if any(step in STATS_KEYS for step in steps):
-        patches = inputs | "ExtractTrainPatches" >> beam.ParDo(
-            TrainPatchesFn(source, options, config.eval_fraction))
-        for index, step in enumerate(steps):
-            if step not in STATS_KEYS:
-                continue
-            previous = beam.pvalue.AsSingleton(stats) if stats is not None else {}
-            step_input = patches
-            if index:
-                step_input = patches | f"Normalize_{index}_{'_'.join(steps[:index])}" >> beam.Map(
-                    normalize_block, steps[:index], previous, contrast_epsilon)
-            moments = step_input | f"Moments_{index}_{step}" >> beam.CombineGlobally(
-                MomentsCombineFn(with_scatter=step == "zca"))
-            stats = moments | f"Stats_{index}_{step}" >> beam.Map(
-                merge_stats, previous, step=step, zca_epsilon=config.zca_epsilon)
+    for index, step in enumerate(steps):
+        if step not in STATS_KEYS:
+            continue
+        previous = beam.pvalue.AsSingleton(stats) if stats is not None else {}
+        unit_moments = inputs | f"UnitMoments_{index}_{step}" >> beam.ParDo(
+            UnitMomentsFn(source, options, eval_fraction=config.eval_fraction, steps=steps[:index],
+                          contrast_epsilon=contrast_epsilon, with_scatter=step == "zca"), previous)
+        moments = unit_moments | f"Moments_{index}_{step}" >> beam.CombineGlobally(OrderedMomentsCombineFn())
+        stats = moments | f"Stats_{index}_{step}" >> beam.Map(
+            merge_stats, previous, step=step, zca_epsilon=config.zca_epsilon)
     stats_side = beam.pvalue.AsSingleton(stats) if stats is not None else None
     num_shards = config.num_shards
     writer = WriteShardFn(source, options, eval_fraction=config.eval_fraction, steps=steps,

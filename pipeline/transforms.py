@@ -1,6 +1,6 @@
 """The Beam steps of ``ufl preprocess`` as plain DoFns and CombineFns (testable without a runner).
 
-``TrainPatchesFn`` feeds the statistics combiners; ``WriteShardFn`` re-reads a shard's units in order, cuts
+``UnitMomentsFn`` feeds the statistics combiners; ``WriteShardFn`` re-reads a shard's units in order, cuts
 and normalizes their patches and streams them into that shard's train/eval files, yielding a summary
 (counts, rejected inputs, image shapes, largest label) that ``SummaryCombineFn`` adds up and
 ``write_summary`` stores with stats.npz and rejected.jsonl. None of them imports TensorFlow.
@@ -20,6 +20,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from ufl.pipeline import layout
+from ufl.pipeline.analyzers import Moments
 from ufl.pipeline.normalize import STATS_KEYS, apply_normalization
 from ufl.pipeline.patches import ExtractOptions, extract_patches, is_eval, size_problem
 from ufl.pipeline.records import frame_records, serialize_examples
@@ -50,24 +51,36 @@ def select(batch: ImageBatch, mask: np.ndarray) -> ImageBatch:
     return ImageBatch([uri for uri, keep in zip(batch.uris, mask) if keep], batch.images[mask], labels)
 
 
-class TrainPatchesFn(beam.DoFn):
-    """Unit -> raw ``(m, D)`` float32 patch blocks of its train-split images (the statistics branch)."""
+class UnitMomentsFn(beam.DoFn):
+    """(index, unit) -> (index, Moments) of the unit's train patches after ``steps`` (a statistics pass).
 
-    def __init__(self, source: Source, options: ExtractOptions, eval_fraction: float):
+    Folds the unit's blocks in order, so each unit's moments are reproducible; every unit yields, even
+    one without train patches, so that ``OrderedMomentsCombineFn`` sees the complete set of indices.
+    """
+
+    def __init__(self, source: Source, options: ExtractOptions, *, eval_fraction: float, steps: Sequence[str],
+                 contrast_epsilon: float, with_scatter: bool):
         self.source, self.options, self.eval_fraction = source, options, eval_fraction
+        self.steps, self.contrast_epsilon, self.with_scatter = tuple(steps), contrast_epsilon, with_scatter
 
-    def process(self, element):
-        _, unit = element
+    def process(self, element, stats=None):
+        index, unit = element
+        moments = Moments()
         for batch in usable_batches(self.source, unit, self.options)[0]:
             train = select(batch, ~is_eval(batch.uris, self.eval_fraction))
             if train.uris:
-                yield extract_patches(train.images, train.uris, self.options).patches
+                block = extract_patches(train.images, train.uris, self.options).patches
+                block = normalize_block(block, self.steps, stats or {}, self.contrast_epsilon, np.float64)
+                moments = moments.merge(Moments.of(block, self.with_scatter))
+        yield index, moments
 
 
-def normalize_block(block: np.ndarray, steps: Sequence[str], stats: dict, contrast_epsilon: float) -> np.ndarray:
-    """``steps`` applied in float64 to a raw ``(m, D)`` block; float32 result."""
+def normalize_block(block: np.ndarray, steps: Sequence[str], stats: dict, contrast_epsilon: float,
+                    dtype=np.float32) -> np.ndarray:
+    """``steps`` applied in float64 to a raw ``(m, D)`` block; result in ``dtype`` (float64 between
+    statistics passes, float32 in the files)."""
     out = apply_normalization(np.asarray(block, np.float64), steps, stats, contrast_epsilon=contrast_epsilon)
-    return out.astype(np.float32)
+    return out.astype(dtype, copy=False)
 
 
 class ShardWriter:
