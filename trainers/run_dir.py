@@ -14,6 +14,7 @@ be gone by then. Export restores only the ``model`` entry of the checkpoint (``e
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 from typing import Dict, NamedTuple, Optional, Tuple
@@ -72,8 +73,9 @@ def load_run_files(run_dir: str) -> Tuple[dict, dict, Dict[str, np.ndarray]]:
     stats: Dict[str, np.ndarray] = {}
     if tf.io.gfile.exists(stats_path):
         with tf.io.gfile.GFile(stats_path, "rb") as handle:
-            with np.load(handle) as archive:
-                stats = {key: archive[key] for key in archive.files}
+            content = io.BytesIO(handle.read())  # GFile cannot seek before the start of a tiny archive
+        with np.load(content) as archive:
+            stats = {key: archive[key] for key in archive.files}
     return read_json(config_path), read_json(metadata_path), stats
 
 

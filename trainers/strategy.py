@@ -56,7 +56,12 @@ def choose_strategy(name: str = "auto", *, devices: Optional[Sequence[str]] = No
     if devices is None:
         devices = [d.name for d in tf.config.list_logical_devices("GPU")] or \
             [d.name for d in tf.config.list_logical_devices("CPU")]
-    return tf.distribute.MirroredStrategy(devices=list(devices))
+    devices = list(devices)
+    # On CPUs, reduce through one device: the collective implementation keys its ops per process, so two
+    # MirroredStrategy objects over the same CPUs (e.g. in one test session) would collide.
+    cpu_only = all("GPU" not in device.upper() for device in devices)
+    return tf.distribute.MirroredStrategy(
+        devices=devices, cross_device_ops=tf.distribute.ReductionToOneDevice() if cpu_only else None)
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:

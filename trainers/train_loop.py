@@ -105,7 +105,10 @@ def train(config: TrainConfig, *, strategy: Optional[tf.distribute.Strategy] = N
     if step_in_epoch >= steps_per_epoch:
         epoch, step_in_epoch = epoch + 1, 0
 
-    executor = _Executor(model, strategy, jit_compile=config.jit_compile and model.supports_jit)
+    # XLA compiles the step of a single replica; with several replicas the step holds the cross-replica
+    # reductions, which XLA cannot place across devices.
+    jit_compile = config.jit_compile and model.supports_jit and replicas == 1
+    executor = _Executor(model, strategy, jit_compile=jit_compile)
     log_dir = os.path.join(config.out, LOG_DIR)
     writer = tf.summary.create_file_writer(log_dir) if chief else tf.summary.create_noop_writer()
     say = print if chief else (lambda *args, **kwargs: None)

@@ -4,6 +4,8 @@ Registered as model kinds ``test-linear-ae`` (gradient-trained, outer optimizer)
 (closed-form update with an all-reduce, no optimizer), with presets of the same names. Subprocess tests
 import this module before calling ``ufl.cli.main`` so that ``ufl train test-linear-ae ...`` works there.
 """
+import time
+
 import numpy as np
 import tensorflow as tf
 import tf_keras
@@ -18,12 +20,14 @@ from ufl.trainers.registry import register_model
 class LinearAutoencoder(FeatureLearner):
     """codes = relu(x W + b); reconstruction = codes W^T; loss = mean squared error + L1 on the codes."""
 
-    def __init__(self, sample_shape, n_codes: int = 8, sparsity_weight: float = 0.0, slow_steps: int = 0,
+    def __init__(self, sample_shape, n_codes: int = 8, sparsity_weight: float = 0.0, step_seconds: float = 0.0,
                  **kwargs):
         super().__init__(sample_shape, **kwargs)
         if n_codes <= 0:
             raise ValueError(f"n_codes {n_codes!r} is invalid; use a positive integer")
-        self.n_codes, self.sparsity_weight, self.slow_steps = int(n_codes), float(sparsity_weight), int(slow_steps)
+        self.n_codes, self.sparsity_weight = int(n_codes), float(sparsity_weight)
+        self.step_seconds = float(step_seconds)
+        self.supports_jit = not self.step_seconds  # the sleep is a Python call, outside XLA
 
     def build(self, input_shape):
         self.weight = self.add_weight(name="weight", shape=(self.patch_dim, self.n_codes),
@@ -39,9 +43,6 @@ class LinearAutoencoder(FeatureLearner):
 
     def _objective(self, patches):
         codes = self(patches)
-        # slow_steps makes each step cost more, so subprocess tests can kill a run mid-training.
-        for _ in range(self.slow_steps):
-            codes = codes + 0.0 * tf.reduce_sum(tf.linalg.matmul(codes, codes, transpose_a=True))
         error = tf.reduce_sum(tf.square(patches - tf.matmul(codes, self.weight, transpose_b=True)), axis=-1)
         per_example = error + self.sparsity_weight * tf.reduce_sum(tf.abs(codes), axis=-1)
         return per_example, {
@@ -52,6 +53,8 @@ class LinearAutoencoder(FeatureLearner):
         }
 
     def train_step(self, data):
+        if self.step_seconds:  # slows training down so that a subprocess test can kill it mid-run
+            tf.py_function(lambda: time.sleep(self.step_seconds), [], [])
         with tf.GradientTape() as tape:
             per_example, metrics = self._objective(data["patch"])
             scaled = replica_mean(per_example)
@@ -67,7 +70,7 @@ class LinearAutoencoder(FeatureLearner):
 
     def get_config(self):
         return {**super().get_config(), "n_codes": self.n_codes, "sparsity_weight": self.sparsity_weight,
-                "slow_steps": self.slow_steps}
+                "step_seconds": self.step_seconds}
 
 
 @register_model("test-mean-patch")
