@@ -23,41 +23,6 @@ def ufl_command(*args):
     return [sys.executable, "-c", "import sys; from ufl.cli import main; sys.exit(main())", *args]
 
 
-@pytest.mark.slow
-def test_serve_subprocess_answers_grpc_and_rest_then_stops_cleanly_on_sigterm(tmp_path, tmp_path_factory):
-    coder = lib.template(tmp_path_factory, 1.0)
-    base = str(tmp_path / "coder")
-    lib.install_version(coder, base, 1)
-    rest_port = lib.free_port()
-    process = subprocess.Popen(
-        ufl_command("serve", "--port", "0", "--rest_api_port", str(rest_port), "--model_name", "coder",
-                    "--model_base_path", base, "--backend", "ufl", "--file_system_poll_wait_seconds", "0.5"),
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-    try:
-        ready = process.stdout.readline()
-        assert "gRPC API on 127.0.0.1:" in ready, process.stderr.read() if process.poll() is not None else ready
-        port = int(ready.split("gRPC API on 127.0.0.1:")[1].split(",")[0].split(";")[0])
-        target = f"127.0.0.1:{port}"
-        assert client.wait_until_available(target, "coder", timeout=30) == 1
-        patches = lib.patches(4)
-        np.testing.assert_allclose(client.predict(target, "coder", patches),
-                                   lib.in_process(coder, signatures.SERVING_DEFAULT, patches=patches),
-                                   rtol=1e-6, atol=1e-7)
-        lib.install_version(lib.template(tmp_path_factory, 2.0), base, 2)
-        lib.wait_for(lambda: client.wait_until_available(target, "coder", timeout=5) == 2, timeout=30)
-        with urllib.request.urlopen(f"http://127.0.0.1:{rest_port}/v1/models/coder", timeout=30) as response:
-            states = {entry["version"]: entry["state"] for entry in json.load(response)["model_version_status"]}
-        assert states == {"2": "AVAILABLE", "1": "END"}
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=30) == 0
-        assert "stopping" in process.stderr.read()
-    finally:
-        if process.poll() is None:
-            process.kill()
-        client.close_channels()
-
-
 def test_tfserving_backend_execs_tensorflow_model_server_with_the_same_flags(tmp_path):
     argv_file = tmp_path / "argv.json"
     fake = tmp_path / "bin" / "tensorflow_model_server"
@@ -123,3 +88,50 @@ def test_exported_model_served_equals_the_savedmodel_in_process(toy_export):
         np.testing.assert_allclose(served, expected, rtol=1e-5, atol=1e-6)
     assert np.count_nonzero(expected) > 0
     client.close_channels()
+
+
+@pytest.mark.slow
+def test_ufl_train_export_serve_round_trip(tmp_path):
+    """A tiny `ufl train` -> `ufl export` -> `ufl serve` (a subprocess, as deployed): served codes equal the
+    SavedModel's codes in process; a second export is picked up by the poll and the first version unloaded;
+    SIGTERM stops the server cleanly."""
+    import ufl
+    from ufl.pipeline.tfrecord import write_data_dir
+
+    with np.load(os.path.join(os.path.dirname(ufl.__file__), "data", "mnist10k.npz")) as archive:
+        chosen = np.random.default_rng(0).permutation(len(archive["labels"]))[:320]
+        images = archive["images"][chosen].reshape(len(chosen), -1).astype(np.float32) / 255.0
+    data, run, models = (str(tmp_path / name) for name in ("data", "run", "models"))
+    write_data_dir(data, {"train": images[:256], "eval": images[256:]}, patch_size=(28, 28), channels=1,
+                   source="builtin:mnist")
+    assert main(["train", "dense-ae", "--data", data, "--out", run, "--epochs", "1", "--batch-size", "64"]) == 0
+    assert main(["export", run, "--model-base", models, "--name", "digits"]) == 0
+    version_dir = os.path.join(models, "digits", "1")
+    expected = tf.saved_model.load(version_dir).signatures[signatures.SERVING_DEFAULT](
+        patches=tf.constant(images[256:]))[signatures.CODES_OUTPUT].numpy()
+    rest_port = lib.free_port()
+    process = subprocess.Popen(
+        ufl_command("serve", "--port", "0", "--rest_api_port", str(rest_port), "--backend", "ufl",
+                    "--model_config_file", os.path.join(models, signatures.MODEL_CONFIG_FILE), "--enable_batching",
+                    "--batching_parameters_file", os.path.join(models, signatures.BATCHING_CONFIG_FILE),
+                    "--file_system_poll_wait_seconds", "0.5"),
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        ready = process.stdout.readline()
+        assert "models: digits (versions [1])" in ready, ready or process.stderr.read()
+        target = "127.0.0.1:" + ready.split("gRPC API on 127.0.0.1:")[1].split(",")[0]
+        served = client.predict(target, "digits", images[256:])
+        np.testing.assert_allclose(served, expected, rtol=1e-5, atol=1e-6)
+        assert served.shape == (64, 32) and np.ptp(served) > 0
+        assert main(["export", run, "--model-base", models, "--name", "digits"]) == 0
+        lib.wait_for(lambda: client.wait_until_available(target, "digits", timeout=5) == 2, timeout=30)
+        with urllib.request.urlopen(f"http://127.0.0.1:{rest_port}/v1/models/digits", timeout=30) as response:
+            states = {entry["version"]: entry["state"] for entry in json.load(response)["model_version_status"]}
+        assert states == {"2": "AVAILABLE", "1": "END"}
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+        assert "stopping" in process.stderr.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
+        client.close_channels()
