@@ -299,8 +299,12 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         self._manager = manager
 
     def GetModelStatus(self, request, context):
+        spec = request.model_spec
         try:
-            statuses = self._manager.status(request.model_spec.name, _version(request.model_spec))
+            version = _version(spec)
+            if spec.version_label:
+                version = self._manager.resolve(spec.name, None, spec.version_label).version
+            statuses = self._manager.status(spec.name, version)
         except ServingError as error:
             _abort(context, error)
         response = get_model_status_pb2.GetModelStatusResponse()
