@@ -16,7 +16,7 @@ import json
 import logging
 import re
 import socket
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Tuple
 
 import numpy as np
 from google.protobuf import json_format

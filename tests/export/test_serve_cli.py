@@ -68,7 +68,8 @@ def test_bad_flags_exit_2_with_one_line(tmp_path, capsys, monkeypatch, argv, mes
 def test_exported_model_served_equals_the_savedmodel_in_process(toy_export):
     """ufl export (a tiny RUN/) -> ufl serve -> gRPC and REST answers == tf.saved_model.load answers."""
     from ufl.export.model_manager import ModelManager, read_model_config_file
-    from ufl.export.server import ModelServer, read_batching_parameters
+    from ufl.export.batching import read_batching_parameters
+    from ufl.export.server import ModelServer
 
     models = toy_export["models"]
     raw = toy_export["raw"][:32]

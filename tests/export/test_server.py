@@ -14,7 +14,8 @@ from ufl.config import ConfigError
 from ufl.export import signatures
 from ufl.export.model_manager import (ModelManager, ServableVersion, read_model_config_file,
                                        single_model_config)
-from ufl.export.server import ModelServer, read_batching_parameters
+from ufl.export.batching import read_batching_parameters
+from ufl.export.server import ModelServer
 
 AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
 END = get_model_status_pb2.ModelVersionStatus.END
@@ -194,27 +195,6 @@ def test_batching_runs_concurrent_requests_together_with_the_same_answers(tmp_pa
     expected = lib.in_process(coder, "serving_default", patches=np.concatenate(inputs))
     np.testing.assert_allclose(np.concatenate(answers), expected, rtol=1e-6, atol=1e-7)
     assert sum(runs) == 3 * len(inputs) and len(runs) < len(inputs)
-
-
-def test_batching_parameters_file_as_ufl_export_writes_it(tmp_path):
-    path = tmp_path / "batching.config"
-    path.write_text("max_batch_size { value: 256 }\nbatch_timeout_micros { value: 1000 }\n"
-                    "num_batch_threads { value: 2 }\nallowed_batch_sizes: 64\nallowed_batch_sizes: 256\n"
-                    "some_newer_field { value: 1 }\n")
-    options = read_batching_parameters(str(path))
-    assert (options.max_batch_size, options.batch_timeout_micros, options.num_batch_threads,
-            options.allowed_batch_sizes) == (256, 1000, 2, (64, 256))
-    path.write_text("max_batch_size { value: 0 }\n")
-    with pytest.raises(ConfigError, match="must be positive"):
-        read_batching_parameters(str(path))
-    path.write_text("max_batch_size: {{ oops\n")
-    with pytest.raises(ConfigError, match="is not a BatchingParameters text proto"):
-        read_batching_parameters(str(path))
-    path.write_text("max_batch_size { value: 256 }\nallowed_batch_sizes: 64\n")
-    with pytest.raises(ConfigError, match="largest allowed_batch_sizes 64 must equal max_batch_size 256"):
-        read_batching_parameters(str(path))
-    with pytest.raises(ConfigError, match="batching_parameters_file .* does not exist"):
-        read_batching_parameters(str(tmp_path / "missing.config"))
 
 
 def test_model_config_file_with_version_policy_and_labels(tmp_path_factory, coder):

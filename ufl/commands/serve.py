@@ -124,7 +124,8 @@ def _serve(args) -> int:
     import logging
     from ufl.export import model_manager
     from ufl.export.client import MAX_MESSAGE_BYTES
-    from ufl.export.server import ModelServer, read_batching_parameters
+    from ufl.export.batching import read_batching_parameters
+    from ufl.export.server import ModelServer
 
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="ufl serve: %(message)s", stream=sys.stderr)

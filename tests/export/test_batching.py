@@ -1,0 +1,95 @@
+"""Batching of concurrent requests (ufl.export.batching), without a server: queue, padding, limits, file."""
+import threading
+
+import numpy as np
+import pytest
+
+from ufl.config import ConfigError
+from ufl.export.batching import BatchingOptions, BatchQueue, read_batching_parameters
+from ufl.export.model_manager import ServingError
+
+
+class RecordingServable:
+    """Stands in for a ServableVersion: doubles its input and records the batch sizes it ran."""
+
+    name, version = "fake", 1
+
+    def __init__(self, release=None):
+        self.batch_sizes = []
+        self.release = release
+
+    def run(self, signature_name, inputs):
+        if self.release is not None:
+            self.release.wait(30)
+        self.batch_sizes.append(len(inputs["patches"]))
+        return {"codes": inputs["patches"] * 2.0, "first": np.repeat(inputs["patches"][:1], len(inputs["patches"]), 0)}
+
+
+def submit_concurrently(queue, arrays):
+    results = [None] * len(arrays)
+    errors = [None] * len(arrays)
+
+    def call(index):
+        try:
+            results[index] = queue.submit({"patches": arrays[index]}, len(arrays[index]))
+        except ServingError as error:
+            errors[index] = error
+
+    threads = [threading.Thread(target=call, args=(index,)) for index in range(len(arrays))]
+    for thread in threads:
+        thread.start()
+    return threads, results, errors
+
+
+def test_concurrent_requests_are_padded_to_an_allowed_size_and_get_their_own_rows():
+    release = threading.Event()
+    servable = RecordingServable(release)
+    queue = BatchQueue(servable, "serving_default", BatchingOptions(
+        max_batch_size=16, batch_timeout_micros=300_000, num_batch_threads=1, allowed_batch_sizes=(8, 16)))
+    arrays = [np.full((size, 2), float(index), np.float32) for index, size in enumerate((1, 2, 3))]
+    threads, results, errors = submit_concurrently(queue, arrays)
+    release.set()
+    for thread in threads:
+        thread.join(30)
+    queue.close()
+    assert errors == [None] * 3
+    for array, result in zip(arrays, results):
+        np.testing.assert_array_equal(result["codes"], array * 2.0)
+    assert all(size in (8, 16) for size in servable.batch_sizes) and len(servable.batch_sizes) < 3
+
+
+def test_a_full_queue_answers_unavailable():
+    release = threading.Event()
+    queue = BatchQueue(RecordingServable(release), "serving_default", BatchingOptions(
+        max_batch_size=4, batch_timeout_micros=0, num_batch_threads=1, max_enqueued_batches=1))
+    threads, _, errors = submit_concurrently(queue, [np.zeros((4, 2), np.float32)] * 3)
+    for thread in threads[1:]:
+        thread.join(0.5)
+    release.set()
+    for thread in threads:
+        thread.join(30)
+    queue.close()
+    assert any(error is not None and error.code == "UNAVAILABLE" and "queue" in error.message for error in errors)
+    with pytest.raises(ServingError, match="being unloaded"):
+        queue.submit({"patches": np.zeros((1, 2), np.float32)}, 1)
+
+
+def test_batching_parameters_file_as_ufl_export_writes_it(tmp_path):
+    path = tmp_path / "batching.config"
+    path.write_text("max_batch_size { value: 256 }\nbatch_timeout_micros { value: 1000 }\n"
+                    "num_batch_threads { value: 2 }\nallowed_batch_sizes: 64\nallowed_batch_sizes: 256\n"
+                    "some_newer_field { value: 1 }\n")
+    options = read_batching_parameters(str(path))
+    assert (options.max_batch_size, options.batch_timeout_micros, options.num_batch_threads,
+            options.allowed_batch_sizes) == (256, 1000, 2, (64, 256))
+    path.write_text("max_batch_size { value: 0 }\n")
+    with pytest.raises(ConfigError, match="must be positive"):
+        read_batching_parameters(str(path))
+    path.write_text("max_batch_size: {{ oops\n")
+    with pytest.raises(ConfigError, match="is not a BatchingParameters text proto"):
+        read_batching_parameters(str(path))
+    path.write_text("max_batch_size { value: 256 }\nallowed_batch_sizes: 64\n")
+    with pytest.raises(ConfigError, match="largest allowed_batch_sizes 64 must equal max_batch_size 256"):
+        read_batching_parameters(str(path))
+    with pytest.raises(ConfigError, match="batching_parameters_file .* does not exist"):
+        read_batching_parameters(str(tmp_path / "missing.config"))
