@@ -433,9 +433,9 @@ PRESETS = [
                              "2020); Ng, 'Sparse autoencoder', CS294A notes, 2011"}),
     Preset(
         name="denoising-ae",
-        description="784-128(relu)-784(sigmoid) denoising autoencoder: Gaussian noise (std 0.5) on the "
+        description="784-512(relu)-784(sigmoid) denoising autoencoder: Gaussian noise (std 0.5) on the "
         "input, clean target, binary cross-entropy",
-        model={"kind": "dense_autoencoder", "hidden_units": [128], "activation": "relu",
+        model={"kind": "dense_autoencoder", "hidden_units": [512], "activation": "relu",
                "output_activation": "sigmoid", "loss": "binary_crossentropy", "noise": "gaussian",
                "noise_level": 0.5},
         train={"epochs": 50, "batch_size": 128, "optimizer": {"name": "adam", "learning_rate": 1e-3}},
