@@ -16,9 +16,10 @@ outputs are rounded to 0/1 as in the paper. Then, with batch averages ⟨·⟩ a
 
 so the units become sparse (rate p), decorrelated (⟨y_i y_j⟩ → p²) and hence distinct.
 
-``settle=False`` with ``lateral_init="positive_random"`` and ``constrain_lateral=False`` is the known failed
-attempt (outputs from one feed-forward pass through positive random lateral weights), kept so tests can show
-the contrast: it gives no sparsity, correlated units and near-identical features.
+``FAILED_ATTEMPT`` holds the options of the known failed attempt: outputs from one feed-forward pass
+(``settle=False``) through fixed positive random lateral weights, only the feed-forward weights learning.
+Kept so tests can show the contrast: every unit fires for every input (no sparsity) and all units learn
+the same weights.
 """
 from __future__ import annotations
 
@@ -35,6 +36,10 @@ from ufl.trainers.registry import register_model
 
 LATERAL_INITS = ("zero", "positive_random")
 
+#: Model options of the known failed attempt (see the module docstring).
+FAILED_ATTEMPT = {"settle": False, "lateral_init": "positive_random", "constrain_lateral": False,
+                  "lateral_rate": 0.0, "threshold_rate": 0.0}
+
 
 def settle_outputs(drive: tf.Tensor, lateral: tf.Tensor, *, steepness: float, settle_rate: float,
                    max_steps: int, tolerance: float) -> Tuple[tf.Tensor, tf.Tensor]:
@@ -46,22 +51,27 @@ def settle_outputs(drive: tf.Tensor, lateral: tf.Tensor, *, steepness: float, se
       steepness: β of the sigmoid.
       settle_rate: damping η of ``y ← y + η (σ(β (drive + C y)) − y)``, in (0, 1].
       max_steps: iteration limit.
-      tolerance: stop when no output moves by more than this in one step.
+      tolerance: a sample stops when none of its outputs moves by more than this in one step (the loop
+        stops when every sample has).
     Returns:
       ``(outputs (batch, n_units) in (0, 1), steps taken)``.
     """
     def update(outputs):
         return tf.sigmoid(steepness * (drive + tf.matmul(outputs, lateral, transpose_b=True)))
 
-    def keep_going(step, outputs, change):
-        return tf.logical_and(step < max_steps, change > tolerance)
+    def keep_going(step, outputs, moving):
+        return tf.logical_and(step < max_steps, tf.reduce_any(moving))
 
-    def body(step, outputs, change):
+    def body(step, outputs, moving):
         moved = settle_rate * (update(outputs) - outputs)
-        return step + 1, outputs + moved, tf.reduce_max(tf.abs(moved))
+        # A settled sample stays put, so each sample's outputs do not depend on the rest of its batch.
+        moved = tf.where(moving, moved, tf.zeros_like(moved))
+        still_moving = tf.logical_and(moving, tf.reduce_max(tf.abs(moved), axis=-1, keepdims=True) > tolerance)
+        return step + 1, outputs + moved, still_moving
 
     start = tf.sigmoid(steepness * drive)
-    steps, outputs, _ = tf.while_loop(keep_going, body, (tf.constant(0), start, tf.constant(np.inf, drive.dtype)))
+    moving = tf.ones_like(drive[:, :1], dtype=tf.bool)
+    steps, outputs, _ = tf.while_loop(keep_going, body, (tf.constant(0), start, moving))
     return outputs, steps
 
 
