@@ -12,6 +12,7 @@ fields), which is what keeps a batch of 256 patches cheap to send and to decode.
 """
 from __future__ import annotations
 
+import math
 import threading
 import time
 from typing import Dict, Optional
@@ -75,14 +76,15 @@ def ndarray_from_tensor_proto(proto: tensor_pb2.TensorProto) -> np.ndarray:
     Raises:
       ValueError: the proto's content does not match its dtype and shape.
     """
-    shape = tuple(dim.size for dim in proto.tensor_shape.dim)
+    shape = [dim.size for dim in proto.tensor_shape.dim]
     dtype = _DATATYPE_TO_NUMPY.get(proto.dtype)
-    if dtype is not None and proto.tensor_content:
-        expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-        if len(proto.tensor_content) != expected:
-            raise ValueError(f"tensor_content has {len(proto.tensor_content)} bytes but dtype "
-                             f"{dtype.name} and shape {list(shape)} need {expected}")
-        return np.frombuffer(proto.tensor_content, dtype=dtype).reshape(shape)
+    content = proto.tensor_content
+    if dtype is not None and content:
+        expected = math.prod(shape) * dtype.itemsize
+        if len(content) != expected:
+            raise ValueError(f"tensor_content has {len(content)} bytes but dtype "
+                             f"{dtype.name} and shape {shape} need {expected}")
+        return np.frombuffer(content, dtype=dtype).reshape(shape)
     import tensorflow as tf  # value lists (float_val, ...) and strings: TensorFlow's converter
     return tf.make_ndarray(proto)
 
