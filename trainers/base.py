@@ -41,12 +41,15 @@ class FeatureLearner(tf_keras.Model):
         as online dictionary learning and the Földiák network).
       supports_jit: ``train_step``/``test_step`` compile with XLA (the loop honours ``jit_compile`` only
         when this is True).
+      extra_arguments: constructor arguments taken through ``**kwargs`` (e.g. forwarded to an inner
+        layer); ``ufl train --set model.<argument>`` accepts these besides the named parameters.
     """
 
     requires_labels: bool = False
     supports_reconstruction: bool = True
     uses_optimizer: bool = True
     supports_jit: bool = True
+    extra_arguments: Tuple[str, ...] = ()
 
     def __init__(self, sample_shape: Sequence[int], **kwargs):
         super().__init__(**kwargs)

@@ -50,11 +50,14 @@ def model_class(kind: str) -> type:
 
 
 def model_arguments(kind: str) -> Sequence[str]:
-    """Constructor arguments of model ``kind`` that a config may set (``model.<argument>``), plus ``kind``."""
-    parameters = inspect.signature(model_class(kind).__init__).parameters.values()
+    """Constructor arguments of model ``kind`` that a config may set (``model.<argument>``), plus ``kind``:
+    the named parameters of its ``__init__`` and the ones it takes through ``**kwargs`` and lists in
+    ``extra_arguments``."""
+    cls = model_class(kind)
+    parameters = inspect.signature(cls.__init__).parameters.values()
     named = [p.name for p in parameters
              if p.name not in ("self", "sample_shape") and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-    return sorted(set(named) | {"kind"})
+    return sorted(set(named) | set(getattr(cls, "extra_arguments", ())) | {"kind"})
 
 
 def build_model(model_spec: dict, sample_shape: Sequence[int]):

@@ -74,6 +74,17 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
         resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in cluster)
 
 
+def strategy_name(strategy: tf.distribute.Strategy) -> str:
+    """The ``--strategy`` name of a strategy object (``default``, ``mirrored``, ``multiworker``), else its class."""
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return "multiworker"
+    if isinstance(strategy, tf.distribute.MirroredStrategy):
+        return "mirrored"
+    if strategy is tf.distribute.get_strategy() and not tf.distribute.has_strategy():
+        return "default"
+    return type(strategy).__name__
+
+
 def worker_count(strategy: tf.distribute.Strategy) -> int:
     return int(getattr(strategy.extended, "_num_workers", 1) or 1)
 

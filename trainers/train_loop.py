@@ -31,7 +31,7 @@ from ufl.trainers.registry import build_model
 from ufl.trainers.run_dir import (CHECKPOINT_DIR, LOG_DIR, METRICS_FILE, PLOT_DIR, append_history,
                                   prepare_run_dir, read_history, sample_shape_of, truncate_history,
                                   write_json)
-from ufl.trainers.strategy import DistributedInput, is_chief, worker_count
+from ufl.trainers.strategy import DistributedInput, is_chief, strategy_name, worker_count
 
 #: Metric keys copied to the top level of metrics.json (from the eval split when it exists).
 SUMMARY_KEYS = ("reconstruction_error", "sparsity", "nonzeros", "accuracy")
@@ -193,7 +193,7 @@ def train(config: TrainConfig, *, strategy: Optional[tf.distribute.Strategy] = N
     metrics = {
         "preset": config.preset,
         "model_kind": config.model["kind"],
-        "strategy": type(strategy).__name__,
+        "strategy": strategy_name(strategy),
         "replicas": replicas,
         "workers": worker_count(strategy),
         "batch_size": config.batch_size,

@@ -37,7 +37,8 @@ def test_mirrored_on_two_devices_matches_one_device(data_dir, tmp_path, two_cpu_
     single = train(config(data_dir, tmp_path / "single"))
     mirrored = train(config(data_dir, tmp_path / "mirrored"),
                      strategy=choose_strategy("mirrored", devices=two_cpu_devices))
-    assert mirrored["replicas"] == 2 and single["replicas"] == 1
+    assert (mirrored["strategy"], mirrored["replicas"]) == ("mirrored", 2)
+    assert (single["strategy"], single["replicas"]) == ("default", 1)
     assert mirrored["steps"] == single["steps"] == 2 * (256 // 16)
     for a, b in zip(weights(tmp_path / "single"), weights(tmp_path / "mirrored")):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

@@ -7,6 +7,7 @@ import json
 from typing import Any, Dict, Mapping, Optional
 
 from ufl.config.base import ConfigError
+from ufl.config.preprocess import PreprocessConfig
 from ufl.config.train import (LOCATION_FIELDS, STRATEGIES, TrainConfig, apply_overrides, parse_assignment)
 
 EXAMPLES = """examples:
@@ -78,7 +79,8 @@ def build_train_config(preset_name: str, *, data: str, out: str, overrides: Opti
     settings = {**defaults, **preset.train, "model": dict(preset.model)}
     kind = overrides.get("model.kind", settings["model"].get("kind"))
     optimizer_name = overrides.get("optimizer.name", dict(settings["optimizer"]).get("name", "adam"))
-    settings = apply_overrides(settings, overrides, model_keys=model_arguments(kind),
+    model_keys = set(model_arguments(kind)) | (set(preset.model) if kind == preset.model.get("kind") else set())
+    settings = apply_overrides(settings, overrides, model_keys=model_keys,
                                optimizer_keys=optimizer_arguments(optimizer_name))
     if strategy is not None:
         settings["strategy"] = strategy
@@ -99,9 +101,14 @@ def describe_presets() -> str:
         if preset.train:
             lines.append(f"    train:     {json.dumps(preset.train)}")
         if preset.data:
+            options = {f.name for f in dataclasses.fields(PreprocessConfig)}
             recipe = " ".join(f"--{key.replace('_', '-')} {_cli_value(value)}" for key, value in preset.data.items()
-                              if key != "source")
-            lines.append(f"    data:      ufl preprocess {preset.data.get('source', 'SOURCE')} {recipe}".rstrip())
+                              if key in options and key not in ("source", "out"))
+            lines.append(f"    data:      ufl preprocess --source {preset.data.get('source', 'SOURCE')} "
+                         f"--out DATA {recipe}".rstrip())
+            for key, value in preset.data.items():
+                if key not in options:
+                    lines.append(f"    {key.replace('_', ' ')}: {value}")
         if preset.reference:
             figures = ", ".join(f"{key} {value}" for key, value in preset.reference.items() if key != "source")
             source = preset.reference.get("source")
