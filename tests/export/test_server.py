@@ -261,3 +261,23 @@ def test_warmup_requests_run_before_serving_and_a_failing_warmup_fails_the_load(
     version, state, error = manager.status("coder", 2)[0]
     assert state == END and "expected ['patches'], got ['pixels']" in error
     assert manager.resolve("coder").version == 1
+
+
+def test_reload_config_request_swaps_the_served_models(tmp_path, coder):
+    from tensorflow_serving.apis import model_management_pb2
+
+    base = str(tmp_path / "coder")
+    lib.install_version(coder, base, 1)
+    with lib.start_server(base, poll_wait_seconds=0) as server:
+        predict, models = stubs(server.port)
+        reload_request = model_management_pb2.ReloadConfigRequest()
+        reload_request.config.CopyFrom(single_model_config("renamed", base))
+        assert models.HandleReloadConfigRequest(reload_request, timeout=30).status.error_code == 0
+        assert predict.Predict(request(lib.patches(1), name="renamed"), timeout=30).model_spec.version.value == 1
+        with pytest.raises(grpc.RpcError) as caught:
+            predict.Predict(request(lib.patches(1)), timeout=30)
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+        reload_request.config.model_config_list.config[0].base_path = str(tmp_path / "missing")
+        status = models.HandleReloadConfigRequest(reload_request, timeout=30).status
+        assert status.error_code == 3 and "is not a directory" in status.error_message
+        assert predict.Predict(request(lib.patches(1), name="renamed"), timeout=30).outputs["codes"].tensor_shape.dim
