@@ -285,23 +285,26 @@ class _Executor:
 
 
 class _Throughput:
-    """Examples per second, leaving out executions that traced and compiled the step function."""
+    """Examples per second after warm-up: the first ``WARMUP`` executions after each (re)trace compile the
+    step function and fill the input pipeline, so they are left out when later ones exist."""
+
+    WARMUP = 2
 
     def __init__(self):
         self.examples = self.seconds = 0.0
         self.all_examples = self.all_seconds = 0.0
-        self.compiling = True
+        self.since_trace = 0
 
     def retraced(self) -> None:
-        self.compiling = True
+        self.since_trace = 0
 
     def add(self, examples: int, seconds: float) -> float:
         self.all_examples += examples
         self.all_seconds += seconds
-        if not self.compiling:
+        self.since_trace += 1
+        if self.since_trace > self.WARMUP:
             self.examples += examples
             self.seconds += seconds
-        self.compiling = False
         return examples / max(seconds, 1e-9)
 
     def steady_rate(self) -> Optional[float]:
