@@ -18,7 +18,6 @@ from ufl.trainers.base import FeatureLearner
 from ufl.trainers.registry import build_model, register_model
 
 
-@register_model("export_toy")
 @tf_keras.utils.register_keras_serializable(package="ufl_tests")
 class ToyCoder(FeatureLearner):
     """Codes: ``n_steps`` ISTA steps of a lasso on a random dictionary, run in a tf.while_loop."""
@@ -60,6 +59,16 @@ class ToyCoder(FeatureLearner):
     def get_config(self):
         return {**super().get_config(), "n_codes": self.n_codes, "n_steps": self.n_steps,
                 "sparsity_weight": self.sparsity_weight}
+
+
+@pytest.fixture(scope="package", autouse=True)
+def toy_model_kind():
+    """Registers ``export_toy`` while this folder's tests run, so other folders never see it."""
+    from ufl.trainers import registry
+
+    register_model("export_toy")(ToyCoder)
+    yield "export_toy"
+    registry._MODEL_KINDS.pop("export_toy", None)
 
 
 def digits_images():
@@ -118,7 +127,7 @@ def digits():
     return digits_images()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def toy_export(tmp_path_factory, digits):
     """A ToyCoder RUN/ on 4x4 digit patches (contrast + ZCA) exported once as MODELS/toy/1."""
     from ufl.config import ExportConfig
@@ -132,7 +141,7 @@ def toy_export(tmp_path_factory, digits):
     return {"root": root, "data": data_dir, "run": run_dir, "models": models, "path": path, "raw": raw}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def digits_encoder(tmp_path_factory, digits):
     """``{"run", "path"}`` of a ToyCoder whose dictionary is learned (k-means of contrast+ZCA-normalized 4x4 digit patches)."""
     from sklearn.cluster import KMeans

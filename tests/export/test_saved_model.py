@@ -218,3 +218,43 @@ def test_every_model_kind_exports_and_serves_its_in_process_codes(kind, spec, si
     images = raw[:4].reshape(4, side, side, 1)
     features = loaded.signatures[sig.ENCODE_IMAGES](images=tf.constant(images))[sig.FEATURES_OUTPUT]
     assert features.shape[0] == 4 and np.all(np.isfinite(features.numpy()))
+
+
+TRAIN_OVERRIDES = {
+    "sparse-coding": [],
+    # contrast+ZCA patches are not in [0, 1]: a linear decoder with squared error fits them
+    "dense-ae": ["--set", "model.hidden_units=[24]", "--set", "model.output_activation=linear",
+                 "--set", "model.loss=mse", "--set", 'optimizer={"name": "adam", "learning_rate": 0.003}'],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", sorted(TRAIN_OVERRIDES))
+def test_ufl_train_then_export_serves_the_trained_model(preset, tmp_path, digits):
+    from ufl.cli import main
+    from ufl.pipeline.normalize import fit_statistics
+    from ufl.pipeline.tfrecord import write_data_dir
+    from ufl.trainers.presets import preset_names
+
+    if preset not in preset_names():
+        pytest.skip(f"preset {preset} is not in the tree yet")
+    raw = random_patches(digits[0], 6, 3000)
+    stats = {k: np.asarray(v, np.float32) for k, v in
+             fit_statistics(raw, ("contrast", "zca"), zca_epsilon=0.01).items()}
+    normalized = apply_normalization(raw.astype(np.float64), ("contrast", "zca"), stats).astype(np.float32)
+    data = str(tmp_path / "DATA")
+    write_data_dir(data, {"train": normalized[:2700], "eval": normalized[2700:]}, patch_size=(6, 6), channels=1,
+                   normalization={"steps": ["contrast", "zca"]}, stats=stats, source="builtin:digits")
+    run = str(tmp_path / "RUN")
+    assert main(["train", preset, "--data", data, "--out", run, "--epochs", "1", "--batch-size", "100",
+                 "--set", "max_steps=20", "--set", "steps_per_execution=10", *TRAIN_OVERRIDES[preset]]) == 0
+    models = str(tmp_path / "MODELS")
+    assert main(["export", run, "--model-base", models, "--name", preset]) == 0
+    trained = load_trained_model(run)
+    loaded = tf.saved_model.load(os.path.join(models, preset, "1"))
+    served = loaded.signatures[sig.SERVING_DEFAULT](patches=tf.constant(raw[:64]))[sig.CODES_OUTPUT].numpy()
+    np.testing.assert_allclose(served, trained.model.encode(tf.constant(normalized[:64])).numpy(),
+                               atol=1e-4, rtol=1e-3)
+    with open(os.path.join(models, preset, "1", "assets", sig.UFL_ASSET)) as handle:
+        info = json.load(handle)
+    assert info["preset"] == preset and info["warmup_data"] == "source builtin:digits"
