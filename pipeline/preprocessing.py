@@ -80,8 +80,11 @@ def build_pipeline(pipeline: beam.Pipeline, source: Source, units: list, options
 def beam_options(pipeline_args: Sequence[str]) -> PipelineOptions:
     """Beam options from ``pipeline_args``; DirectRunner with 2 worker processes unless the user chose."""
     args = list(pipeline_args)
-    chosen = any(arg.startswith(("--runner", "--direct_running_mode", "--direct_num_workers")) for arg in args)
-    return PipelineOptions(args + ([] if chosen else list(DEFAULT_BEAM_ARGS)))
+    if not any(arg.startswith(("--runner", "--direct_running_mode", "--direct_num_workers")) for arg in args):
+        args += DEFAULT_BEAM_ARGS
+    if not any(arg.startswith("--default_sdk_harness_log_level") for arg in args):
+        args.append("--default_sdk_harness_log_level=WARNING")  # worker processes log every bundle at INFO
+    return PipelineOptions(args)
 
 
 def check_output(config) -> None:
@@ -112,16 +115,29 @@ def temporary_sibling(out: str) -> str:
     return FileSystems.join(parent or ".", f".{name}.tmp-{uuid.uuid4().hex[:8]}")
 
 
+def move_dir(source: str, destination: str) -> None:
+    """Renames a folder: one rename locally; file by file on object stores (gs://, s3://), which have none."""
+    if "://" not in source:
+        os.replace(source, destination)
+        return
+    files = [item.path for item in FileSystems.match([FileSystems.join(source, "*")])[0].metadata_list]
+    names = [path[len(source.rstrip("/")) + 1:] for path in files]
+    # metadata.json last, so that the destination looks complete only when it is.
+    order = sorted(range(len(files)), key=lambda i: names[i] == layout.METADATA_FILE)
+    for index in order:
+        FileSystems.rename([files[index]], [FileSystems.join(destination, names[index])])
+
+
 def publish(temp_dir: str, out: str) -> None:
     """Moves the complete ``temp_dir`` to ``out`` (replacing an old DATA/ only after the new one is whole)."""
     out = out.rstrip("/")
     old = None
     if FileSystems.exists(out):
         old = temporary_sibling(out) + "-old"
-        FileSystems.rename([out], [old])
-    FileSystems.rename([temp_dir], [out])
+        move_dir(out, old)
+    move_dir(temp_dir, out)
     if old is not None:
-        FileSystems.delete([old])
+        remove_dir(old)
 
 
 def remove_dir(path: str) -> None:
@@ -161,7 +177,12 @@ def preprocess(config, pipeline_args: Sequence[str] = (), *, verbose: bool = Fal
         pipeline = beam.Pipeline(options=beam_options(pipeline_args))
         build_pipeline(pipeline, source, units, options, config, temp_dir)
         result = pipeline.run()
-        result.wait_until_finish()
+        try:
+            result.wait_until_finish()
+        finally:
+            client = getattr(result, "client", None)  # the Dask runner's own client: close it once done
+            if client is not None:
+                client.close()
         with FileSystems.open(FileSystems.join(temp_dir, SUMMARY_FILE)) as handle:
             summary = json.loads(handle.read().decode("utf-8"))
         check_rejections(summary, config, temp_dir)
@@ -249,4 +270,4 @@ def counter_summary(result, summary: dict) -> str:
     if not values:
         values = {"images_read": summary["images_read"], "images_rejected": summary["images_rejected"],
                   "patches_train": summary["patches"]["train"], "patches_eval": summary["patches"]["eval"]}
-    return "ufl preprocess: counters: " + ", ".join(f"{name}={values[name]}" for name in COUNTERS if name in values)
+    return "ufl preprocess: counters: " + ", ".join(f"{name}={values.get(name, 0)}" for name in COUNTERS)

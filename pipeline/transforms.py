@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import json
 import zipfile
-import zlib
 from typing import Optional, Sequence
 
 import apache_beam as beam
@@ -23,11 +22,9 @@ from ufl.pipeline import layout
 from ufl.pipeline.analyzers import Moments
 from ufl.pipeline.normalize import STATS_KEYS, apply_normalization
 from ufl.pipeline.patches import ExtractOptions, extract_patches, is_eval, size_problem
-from ufl.pipeline.records import frame_records, serialize_examples
+from ufl.pipeline.records import frame_records, gzip_compressor, serialize_examples
 from ufl.pipeline.sources import ImageBatch, Rejection, Source
 
-#: zlib level of the shards: float patches barely compress, level 1 is several times faster than 6.
-COMPRESSION_LEVEL = 1
 SUMMARY_FILE = "_summary.json"
 
 
@@ -88,7 +85,7 @@ class ShardWriter:
 
     def __init__(self, path: str):
         self.path, self.handle, self.count = path, None, 0
-        self.compressor = zlib.compressobj(COMPRESSION_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+        self.compressor = gzip_compressor()
 
     def write(self, records):
         if self.handle is None:
