@@ -1,7 +1,8 @@
 """Serving benchmark: gRPC Predict against `ufl serve` next to calling the same SavedModel in process.
 
 Measures p50/p99 latency and throughput (patches/s) for batches of 1 and 256 16x16 patches, with 1 and 8
-concurrent clients, for: the SavedModel's ``serving_default`` called in this process (the peer), and
+concurrent clients (and the CPU time each call costs, client + server, which the load of other work on
+the machine does not change), for: the SavedModel's ``serving_default`` called in this process (the peer), and
 ``ufl serve`` (a separate process, as deployed) called over gRPC with the official TF-Serving stubs, with
 and without ``--enable_batching``. Prints one JSON line; goals: serving overhead <= 1 ms p50 at batch 1,
 throughput at batch 256 >= 90% of in-process.
@@ -73,25 +74,39 @@ def run_clients(call, batch: np.ndarray, clients: int, seconds: float, min_calls
     return [value for values in latencies for value in values], time.perf_counter() - start
 
 
-def measure(calls: dict, batch: np.ndarray, clients: int, seconds: float, rounds: int) -> dict:
-    """Latency percentiles and throughput of each ``calls[label]``, measured in alternating short rounds.
+def cpu_seconds(pid: int | None = None) -> float:
+    """User + system CPU seconds of this process (or of process ``pid``), all threads."""
+    if pid is None:
+        return time.process_time()
+    import psutil
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
+
+
+def measure(calls: dict, batch: np.ndarray, clients: int, seconds: float, rounds: int, server_pids: dict) -> dict:
+    """Latency percentiles, throughput and CPU per call of each ``calls[label]``, in alternating rounds.
 
     Other work on the machine comes and goes; alternating the peers round by round exposes them to the
-    same load, so their ratios stay meaningful on a busy machine.
+    same load. CPU milliseconds per call (client + server process) do not depend on that load at all.
     """
-    totals = {label: ([], 0.0) for label in calls}
+    totals = {label: ([], 0.0, 0.0) for label in calls}
     for label, call in calls.items():
         call(batch)  # warm the path (first gRPC connection, first eager dispatch)
     for _ in range(rounds):
         for label, call in calls.items():
+            pid = server_pids.get(label)
+            cpu_before = cpu_seconds() + (cpu_seconds(pid) if pid else 0.0)
             latencies, wall = run_clients(call, batch, clients, seconds / rounds, 2)
-            totals[label] = (totals[label][0] + latencies, totals[label][1] + wall)
+            cpu = cpu_seconds() + (cpu_seconds(pid) if pid else 0.0) - cpu_before
+            latency_list, wall_total, cpu_total = totals[label]
+            totals[label] = (latency_list + latencies, wall_total + wall, cpu_total + cpu)
     results = {}
-    for label, (latencies, wall) in totals.items():
+    for label, (latencies, wall, cpu) in totals.items():
         flat = np.asarray(latencies) * 1e3
         results[label] = {"p50_ms": round(float(np.percentile(flat, 50)), 3),
                           "p99_ms": round(float(np.percentile(flat, 99)), 3),
-                          "patches_per_s": round(len(flat) * len(batch) / wall, 1), "calls": int(len(flat))}
+                          "patches_per_s": round(len(flat) * len(batch) / wall, 1), "calls": int(len(flat)),
+                          "cpu_ms_per_call": round(cpu * 1e3 / len(flat), 3)}
     return results
 
 
@@ -146,12 +161,13 @@ def main() -> int:
     batches = {size: rng.uniform(size=(size, PATCH_DIM)).astype(np.float32) for size in (1, 256)}
     results = {"model": args.model_dir or f"ISTA {args.n_steps} steps, {args.n_codes} codes, 16x16 patches",
                "cpus": os.cpu_count(), "load_average_before": [round(value, 2) for value in os.getloadavg()]}
-    servers, channels = [], []
+    servers, channels, server_pids = [], [], {}
     try:
         calls_by_size = {size: {"in_process": in_process} for size in batches}
         for label, batching in (("served", None), ("served_batching", batching_file)):
             process, port = start_server(workdir, name, batching)
             servers.append(process)
+            server_pids[label] = process.pid
             wait_until_available(f"127.0.0.1:{port}", name, timeout=120)
             channels.append(grpc.insecure_channel(f"127.0.0.1:{port}", options=CHANNEL_OPTIONS))
             stub = prediction_service_pb2_grpc.PredictionServiceStub(channels[-1])
@@ -168,7 +184,7 @@ def main() -> int:
                 calls_by_size[size][label] = over_grpc
         for size, batch in batches.items():
             for clients in (1, 8):
-                measured = measure(calls_by_size[size], batch, clients, args.seconds, args.rounds)
+                measured = measure(calls_by_size[size], batch, clients, args.seconds, args.rounds, server_pids)
                 for label, figures in measured.items():
                     results[f"{label}_b{size}_c{clients}"] = figures
     finally:
@@ -190,6 +206,11 @@ def main() -> int:
             results[f"{label}_throughput_ratio_b1_c{clients}"] = round(
                 results[f"{label}_b1_c{clients}"]["patches_per_s"] /
                 results[f"in_process_b1_c{clients}"]["patches_per_s"], 3)
+    for label in ("served", "served_batching"):
+        results[f"{label}_cpu_overhead_ms_per_call_b1_c1"] = round(
+            results[f"{label}_b1_c1"]["cpu_ms_per_call"] - results["in_process_b1_c1"]["cpu_ms_per_call"], 3)
+        results[f"{label}_cpu_ratio_b256_c1"] = round(
+            results["in_process_b256_c1"]["cpu_ms_per_call"] / results[f"{label}_b256_c1"]["cpu_ms_per_call"], 3)
     results["goal_overhead_le_1ms"] = results["served_overhead_p50_ms_b1_c1"] <= 1.0
     results["goal_throughput_b256_ge_90pct"] = results["served_throughput_ratio_b256_c1"] >= 0.9
     print(json.dumps(results, sort_keys=True))
