@@ -151,10 +151,9 @@ class BatchQueue:
             return batch
 
     def _work(self) -> None:
-        while True:
-            batch = self._next_batch()
-            if not batch:
-                return
+        """Runs batches until the queue is closed and drained (``_next_batch`` then returns [])."""
+        batch = self._next_batch()
+        while batch:
             try:
                 self._run(batch)
             except ServingError as error:
@@ -166,6 +165,7 @@ class BatchQueue:
                     task.error = ServingError("INTERNAL", f"batched request failed: {error}")
             for task in batch:
                 task.done.set()
+            batch = self._next_batch()
 
     def _run(self, batch: List[_Task]) -> None:
         if len(batch) == 1 and not self._options.allowed_batch_sizes:

@@ -170,11 +170,7 @@ def wait_until_available(target: str, model_name: str, timeout: float = 60.0) ->
     available = get_model_status_pb2.ModelVersionStatus.AVAILABLE
     deadline = time.monotonic() + timeout
     last_seen = "no answer"
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError(f"model {model_name!r} is not available at {target} after {timeout:g} s "
-                               f"(last seen: {last_seen}); is 'ufl serve' running with this model?")
+    while (remaining := deadline - time.monotonic()) > 0:
         try:
             response = stub.GetModelStatus(request, timeout=max(0.1, min(remaining, 5.0)),
                                            wait_for_ready=True)
@@ -188,3 +184,5 @@ def wait_until_available(target: str, model_name: str, timeout: float = 60.0) ->
         except grpc.RpcError as error:
             last_seen = f"{error.code().name}: {error.details()}"
         time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+    raise TimeoutError(f"model {model_name!r} is not available at {target} after {timeout:g} s "
+                       f"(last seen: {last_seen}); is 'ufl serve' running with this model?")
