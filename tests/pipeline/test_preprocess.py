@@ -14,6 +14,7 @@ from ufl.pipeline import fit_statistics, load_images, load_metadata, load_stats,
 from ufl.pipeline.normalize import apply_normalization
 from ufl.pipeline.patches import ExtractOptions, extract_patches, is_eval
 from ufl.pipeline.sources import open_source
+from preprocess_testlib import write_image_files
 
 FAST = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
 
@@ -159,8 +160,6 @@ def test_chained_statistics_and_labels_of_full_images(digits):
 
 
 def test_bad_image_files_are_rejected_and_recorded(tmp_path):
-    from tests.pipeline.test_sources import write_image_files
-
     folder = tmp_path / "images"
     folder.mkdir()
     write_image_files(folder)
@@ -212,3 +211,30 @@ def test_a_failing_run_leaves_no_data_dir(tmp_path, monkeypatch):
     with pytest.raises(Exception, match="disk full"):
         run(tmp_path / "data", source="builtin:digits", extract="full", patch_size=None, normalize="none")
     assert os.listdir(tmp_path) == []
+
+
+def test_matlab_patches_and_a_tfds_dataset_through_the_pipeline(tmp_path):
+    from scipy.io import savemat
+    import tensorflow_datasets as tfds
+
+    patches = np.random.default_rng(3).random((40, 6, 6))
+    savemat(tmp_path / "patches.mat", {"patches": np.stack([p.reshape(-1, order="F") for p in patches], axis=1)})
+    _, metadata = run(tmp_path / "mat", source=f"mat:{tmp_path}/patches.mat", extract="full", patch_size=None,
+                      normalize="none", eval_fraction=0.0, num_shards=1)
+    assert metadata["patch_size"] == [6, 6] and metadata["counts"]["patches"]["train"] == 40
+    data = read_all(tmp_path / "mat", with_positions=True)
+    index = [int(s.decode().rsplit("#", 1)[1]) for s in data["source"]]
+    np.testing.assert_allclose(data["patch"], patches[index].reshape(40, -1), rtol=1e-6)
+
+    images = np.random.default_rng(4).integers(0, 256, size=(30, 8, 8, 1), dtype=np.uint8)
+    tfds.dataset_builders.store_as_tfds_dataset(
+        name="ufl_pipeline_digits", version="1.0.0", data_dir=str(tmp_path / "tfds"),
+        features=tfds.features.FeaturesDict({"image": tfds.features.Image(shape=(8, 8, 1)),
+                                             "label": tfds.features.ClassLabel(num_classes=4)}),
+        split_datasets={"train": tf.data.Dataset.from_tensor_slices({"image": images, "label": np.arange(30) % 4})})
+    _, metadata = run(tmp_path / "tfds-data", source="tfds:ufl_pipeline_digits:train", extract="center", patch_size=4,
+                      normalize="scale", eval_fraction=0.0, num_shards=1, tfds_data_dir=str(tmp_path / "tfds"))
+    assert metadata["has_labels"] and metadata["num_classes"] == 4 and metadata["image_shape"] == [8, 8, 1]
+    data = read_all(tmp_path / "tfds-data", with_labels=True)
+    assert data["patch"].shape == (30, 16) and data["patch"].min() == 0.0 and data["patch"].max() == 1.0
+    assert sorted(np.bincount(data["label"])) == [7, 7, 8, 8]

@@ -3,11 +3,11 @@ import os
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from ufl.config import ConfigError
 from ufl.pipeline import load_images
 from ufl.pipeline.sources import ImageBatch, Rejection, open_source
+from preprocess_testlib import write_image_files
 
 
 def read_all(spec, **kwargs):
@@ -106,24 +106,6 @@ def test_tfds_dataset_built_locally(tmp_path):
     np.testing.assert_array_equal(loaded_labels, labels)
     with pytest.raises(ConfigError, match="tfds split 'test' is not in ufl_tiny_images"):
         load_images("tfds:ufl_tiny_images:test", tfds_data_dir=str(tmp_path))
-
-
-def write_image_files(folder):
-    """Valid files of every supported kind, and broken ones."""
-    rng = np.random.default_rng(0)
-    gray = rng.integers(0, 256, size=(20, 30), dtype=np.uint8)
-    Image.fromarray(gray).save(folder / "gray8.png")
-    Image.fromarray((gray.astype(np.uint16) * 257)).save(folder / "gray16.png")
-    rgba = rng.integers(0, 256, size=(20, 30, 4), dtype=np.uint8)
-    Image.fromarray(rgba, "RGBA").save(folder / "rgba.png")
-    Image.fromarray(rgba[..., :3], "RGB").save(folder / "rgb.bmp")
-    Image.fromarray(rgba[..., :3], "RGB").save(folder / "rgb.jpg", quality=95)
-    Image.fromarray(gray).convert("P").save(folder / "palette.gif")
-    (folder / "empty.png").write_bytes(b"")
-    (folder / "notes.png").write_text("not an image")
-    data = (folder / "gray8.png").read_bytes()
-    (folder / "truncated.png").write_bytes(data[:len(data) // 2])
-    return gray
 
 
 def test_image_files_of_every_kind_and_broken_ones_rejected(tmp_path):
