@@ -129,12 +129,23 @@ def test_versions_increment_never_overwrite_and_leave_no_temp_dirs(toy_export, t
     assert sorted(os.listdir(os.path.join(models, "v"))) == ["1", "5", "6"]
 
 
+def xla_flags(version_dir):
+    """The ``_XlaMustCompile`` attribute of every serving function in saved_model.pb."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    with open(os.path.join(version_dir, "saved_model.pb"), "rb") as handle:
+        saved = saved_model_pb2.SavedModel.FromString(handle.read())
+    functions = saved.meta_graphs[0].graph_def.library.function
+    return {f.attr["_XlaMustCompile"].b for f in functions if f.signature.name.startswith("__inference_serve_")}
+
+
 def test_xla_export_is_recorded_and_agrees(toy_export, tmp_path):
     path = export_run(ExportConfig(run=toy_export["run"], model_base=str(tmp_path), name="x", xla=True,
                                    warmup_requests=0))
     with open(os.path.join(path, "assets", sig.UFL_ASSET)) as handle:
         info = json.load(handle)
     assert info["xla"] is True and info["jit_compile"] is True
+    assert xla_flags(path) == {True} and xla_flags(toy_export["path"]) == {False}
     raw = tf.constant(toy_export["raw"][:16])
     xla_codes = tf.saved_model.load(path).signatures[sig.SERVING_DEFAULT](patches=raw)["codes"]
     plain = tf.saved_model.load(toy_export["path"]).signatures[sig.SERVING_DEFAULT](patches=raw)["codes"]
