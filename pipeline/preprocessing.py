@@ -27,8 +27,10 @@ import datetime
 import json
 import os
 import shutil
+import threading
+import time
 import uuid
-from typing import Optional, Sequence, Tuple
+from typing import Sequence, Tuple
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -178,7 +180,8 @@ def preprocess(config, pipeline_args: Sequence[str] = (), *, verbose: bool = Fal
         build_pipeline(pipeline, source, units, options, config, temp_dir)
         result = pipeline.run()
         try:
-            result.wait_until_finish()
+            with Progress(temp_dir, config.num_shards, say):
+                result.wait_until_finish()
         finally:
             client = getattr(result, "client", None)  # the Dask runner's own client: close it once done
             if client is not None:
@@ -201,6 +204,37 @@ def preprocess(config, pipeline_args: Sequence[str] = (), *, verbose: bool = Fal
         raise
     say(counter_summary(result, summary), flush=True)
     return metadata
+
+
+class Progress:
+    """While the pipeline runs, prints every ``interval`` seconds how much of DATA/ has been written.
+
+    Reads the temporary folder, so it works on any runner whose output the driver can see.
+    """
+
+    def __init__(self, out_dir: str, num_shards: int, say, interval: float = 15.0):
+        self.out_dir, self.num_shards, self.say, self.interval = out_dir, num_shards, say, interval
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.report, daemon=True)
+        self.started = time.monotonic()
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self.stop.set()
+        self.thread.join(timeout=1.0)
+
+    def report(self):
+        while not self.stop.wait(self.interval):
+            try:
+                shards = FileSystems.match([FileSystems.join(self.out_dir, "*.tfrecord.gz")])[0].metadata_list
+            except Exception:  # progress is best effort
+                shards = []
+            written = sum(item.size_in_bytes for item in shards)
+            self.say(f"ufl preprocess: {time.monotonic() - self.started:.0f} s: {len(shards)} shard files "
+                     f"started (of up to {2 * self.num_shards}), {written / 1e6:.1f} MB written", flush=True)
 
 
 class RejectionError(ConfigError):

@@ -39,7 +39,6 @@ NATURAL_PHOTOS = ("astronaut", "brick", "camera", "chelsea", "coffee", "coins", 
                   "rocket")
 #: Luminance weights of gray conversion (ITU-R 709, as skimage.color.rgb2gray).
 LUMINANCE = np.array([0.2125, 0.7154, 0.0721], dtype=np.float32)
-LABEL_KEYS = ("labels", "label", "y")
 
 
 @dataclasses.dataclass
@@ -88,14 +87,6 @@ def as_nhwc(images: np.ndarray, where: str) -> np.ndarray:
         return images
     raise ConfigError(f"array of shape {images.shape} in {where} is not N x H x W or N x H x W x C "
                       "(C = 1, 3 or 4); pass an array of images")
-
-
-def split_path_key(arg: str, extension: str) -> Tuple[str, Optional[str]]:
-    """``'data.npz:images'`` -> ('data.npz', 'images'); a ':' inside the path (gs://) is kept."""
-    head, sep, tail = arg.rpartition(":")
-    if sep and head.lower().endswith(extension) and "/" not in tail:
-        return head, tail
-    return arg, None
 
 
 class Source:
@@ -210,115 +201,6 @@ class NaturalSource(Source):
         return images, None
 
 
-class NpySource(ArraySource):
-    def path(self) -> str:
-        return self.spec.split(":", 1)[1]
-
-    def check(self) -> None:
-        require_file(self.path(), self.spec)
-        super().check()
-
-    def load(self):
-        return np.load(self.path(), mmap_mode="r"), None
-
-
-class NpzSource(ArraySource):
-    def check(self) -> None:
-        require_file(split_path_key(self.spec.split(":", 1)[1], ".npz")[0], self.spec)
-        super().check()
-
-    def load(self):
-        path, key = split_path_key(self.spec.split(":", 1)[1], ".npz")
-        with np.load(path) as data:
-            keys = list(data.files)
-            if key is None:
-                key = "images" if "images" in keys else (keys[0] if len(keys) == 1 else None)
-            if key not in keys:
-                raise ConfigError(f"npz key {key!r} is not in {path} (keys: {', '.join(keys)}); "
-                                  f"use npz:{path}:KEY")
-            images = data[key]
-            label_keys = list(LABEL_KEYS) + (["y" + key[1:]] if key.startswith("x") else [])
-            labels = next((data[k] for k in label_keys if k in keys and k != key
-                           and data[k].shape == (len(images),)), None)
-        return images, None if labels is None else labels.astype(np.int64)
-
-
-class MatSource(ArraySource):
-    def check(self) -> None:
-        require_file(split_path_key(self.spec.split(":", 1)[1], ".mat")[0], self.spec)
-        super().check()
-
-    def load(self):
-        from scipy.io import loadmat
-
-        path, key = split_path_key(self.spec.split(":", 1)[1], ".mat")
-        data = {k: v for k, v in loadmat(path).items() if not k.startswith("__")}
-        if key is None:
-            key = next(iter(data)) if len(data) == 1 else None
-        if key not in data:
-            raise ConfigError(f"MATLAB variable {key!r} is not in {path} (variables: {', '.join(data)}); "
-                              f"use mat:{path}:NAME")
-        array = np.asarray(data[key])
-        if array.ndim == 2:
-            side = int(round(np.sqrt(array.shape[0])))
-            if side * side != array.shape[0]:
-                raise ConfigError(f"MATLAB variable {key!r} of {path} has shape {array.shape}; a 2-D array "
-                                  "must hold one square P x P patch per column (P*P rows)")
-            # MATLAB stores each patch column-major: column -> P x P with Fortran order.
-            return array.T.reshape(-1, side, side).transpose(0, 2, 1), None
-        if array.ndim == 3:
-            return np.moveaxis(array, -1, 0), None
-        if array.ndim == 4:
-            return np.moveaxis(array, -1, 0), None
-        raise ConfigError(f"MATLAB variable {key!r} of {path} has shape {array.shape}; use (P*P, N), "
-                          "(H, W, N) or (H, W, C, N)")
-
-
-class TfdsSource(ArraySource):
-    """``tfds:NAME[:SPLIT]`` (default split ``train``) through tensorflow-datasets."""
-
-    def __init__(self, spec: str, color: str, data_dir: Optional[str] = None):
-        super().__init__(spec, color)
-        self.data_dir = data_dir
-
-    def builder(self):
-        import tensorflow_datasets as tfds
-
-        name = self.spec.split(":", 2)[1]
-        try:
-            builder = tfds.builder(name, data_dir=self.data_dir)
-        except Exception as error:  # tfds raises several types for unknown names
-            raise ConfigError(f"tfds dataset {name!r} is unavailable ({type(error).__name__}: "
-                              f"{str(error).splitlines()[0]}); check the name with tfds.list_builders() or "
-                              "pass --tfds-data-dir with a prepared copy") from None
-        if not builder.is_prepared():
-            try:
-                builder.download_and_prepare()
-            except Exception as error:
-                raise ConfigError(f"tfds dataset {name!r} is not prepared in {builder.data_dir} and could "
-                                  f"not be downloaded ({type(error).__name__}); prepare it with "
-                                  "'tfds build' or pass --tfds-data-dir") from None
-        return builder
-
-    def load(self):
-        import tensorflow_datasets as tfds
-
-        parts = self.spec.split(":", 2)
-        split = parts[2] if len(parts) > 2 else "train"
-        builder = self.builder()
-        features = builder.info.features
-        image_key = next((k for k, f in features.items() if isinstance(f, tfds.features.Image)), None)
-        if image_key is None:
-            raise ConfigError(f"tfds dataset {parts[1]!r} has no image feature; use an image dataset")
-        label_key = next((k for k, f in features.items() if isinstance(f, tfds.features.ClassLabel)), None)
-        if split not in builder.info.splits:
-            raise ConfigError(f"tfds split {split!r} is not in {parts[1]} (splits: "
-                              f"{', '.join(builder.info.splits)}); use tfds:{parts[1]}:SPLIT")
-        dataset = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
-        labels = None if label_key is None else dataset[label_key].astype(np.int64)
-        return dataset[image_key], labels
-
-
 class FileSource(Source):
     """``images:GLOB``: image files matched by Beam's FileSystems, one unit per file."""
 
@@ -381,23 +263,20 @@ def decode_image_file(path: str) -> np.ndarray:
     return array[..., None] if array.ndim == 2 else array
 
 
-def require_file(path: str, spec: str) -> None:
-    from apache_beam.io.filesystems import FileSystems
-
-    if not FileSystems.exists(path):
-        raise ConfigError(f"file {path!r} of source {spec} does not exist; check the path")
-
-
 def open_source(spec: str, *, color: str = "gray", tfds_data_dir: Optional[str] = None) -> Source:
     """The reader of ``spec``; raises ConfigError on an unknown scheme."""
     scheme, _, arg = spec.partition(":")
     if scheme == "builtin":
         return NaturalSource(spec, color) if arg == "natural" else BuiltinSource(spec, color)
-    readers = {"images": FileSource, "npy": NpySource, "npz": NpzSource, "mat": MatSource}
+    if scheme == "images":
+        return FileSource(spec, color)
+    from ufl.pipeline import array_sources
+
+    readers = {"npy": array_sources.NpySource, "npz": array_sources.NpzSource, "mat": array_sources.MatSource}
     if scheme in readers:
         return readers[scheme](spec, color)
     if scheme == "tfds":
-        return TfdsSource(spec, color, tfds_data_dir)
+        return array_sources.TfdsSource(spec, color, tfds_data_dir)
     raise ConfigError(f"source scheme {scheme!r} of {spec!r} is invalid; use one of builtin, images, npy, "
                       "npz, mat, tfds")
 

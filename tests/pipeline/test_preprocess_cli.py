@@ -13,7 +13,8 @@ def test_cli_writes_data_and_prints_counters(tmp_path, capsys):
                  "--direct_running_mode=in_memory", "--direct_num_workers=1"])
     assert code == 0
     printed = capsys.readouterr().out
-    assert "counters: images_read=1797, images_rejected=0, patches_train=1797, patches_eval=0, shards_written=1" in printed
+    assert ("counters: images_read=1797, images_rejected=0, patches_train=1797, patches_eval=0, "
+            "shards_written=1") in printed
     metadata = json.loads((out / "metadata.json").read_text())
     assert metadata["patch_size"] == [8, 8] and metadata["normalization"]["steps"] == ["scale", "mean"]
     config = json.loads((out / "preprocess_config.json").read_text())
