@@ -4,7 +4,8 @@ Measures p50/p99 latency and throughput (patches/s) for batches of 1 and 256 16x
 concurrent clients (and the CPU time each call costs, client + server, which the load of other work on
 the machine does not change), for: the SavedModel's ``serving_default`` called in this process (the peer), and
 ``ufl serve`` (a separate process, as deployed) called over gRPC with the official TF-Serving stubs, with
-and without ``--enable_batching``. Prints one JSON line; goals: serving overhead <= 1 ms p50 at batch 1,
+and without ``--enable_batching``; and, for batch 1, a grpcio service that answers with an empty
+response (``grpc_floor``: what any Python gRPC server costs per call). Prints one JSON line; goals: serving overhead <= 1 ms p50 at batch 1,
 throughput at batch 256 >= 90% of in-process.
 
     python benchmarks/serving.py                      # a sparse-coding-like model: 20 ISTA steps, 256 codes
@@ -110,7 +111,33 @@ def measure(calls: dict, batch: np.ndarray, clients: int, seconds: float, rounds
     return results
 
 
+def echo_server() -> int:
+    """A grpcio PredictionService that answers every Predict with an empty response: the floor any
+    Python gRPC server pays per call (run as ``serving.py --echo-server``; prints its port)."""
+    import concurrent.futures
+
+    import grpc
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    class Echo(prediction_service_pb2_grpc.PredictionServiceServicer):
+        def Predict(self, request, context):
+            return predict_pb2.PredictResponse()
+
+    server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=16),
+                         options=[("grpc.max_receive_message_length", 64 << 20), ("grpc.so_reuseport", 0)])
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(Echo(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    print(f"gRPC API on 127.0.0.1:{port};", flush=True)
+    server.wait_for_termination()
+    return 0
+
+
 def start_server(models: str, name: str, batching_file: str | None) -> tuple:
+    if name is None:
+        command = [sys.executable, os.path.abspath(__file__), "--echo-server"]
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        return process, int(process.stdout.readline().split("127.0.0.1:")[1].rstrip(";\n"))
     command = [sys.executable, "-m", "ufl.cli", "serve", "--port", "0", "--rest_api_port", "0",
                "--model_name", name, "--model_base_path", os.path.join(models, name), "--backend", "ufl",
                "--file_system_poll_wait_seconds", "0"]
@@ -131,7 +158,10 @@ def main() -> int:
     parser.add_argument("--n-steps", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=4.0, help="per measurement and peer")
     parser.add_argument("--rounds", type=int, default=4, help="alternating rounds per measurement")
+    parser.add_argument("--echo-server", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.echo_server:
+        return echo_server()
 
     import grpc
     from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
@@ -182,6 +212,14 @@ def main() -> int:
 
                 np.testing.assert_allclose(over_grpc(batch), in_process(batch), rtol=1e-4, atol=1e-5)
                 calls_by_size[size][label] = over_grpc
+        process, port = start_server(workdir, None, None)
+        servers.append(process)
+        server_pids["grpc_floor"] = process.pid
+        channels.append(grpc.insecure_channel(f"127.0.0.1:{port}", options=CHANNEL_OPTIONS))
+        echo_stub = prediction_service_pb2_grpc.PredictionServiceStub(channels[-1])
+        echo_request = predict_pb2.PredictRequest()
+        fill_tensor_proto(echo_request.inputs[input_key], batches[1])
+        calls_by_size[1]["grpc_floor"] = lambda _: echo_stub.Predict(echo_request, timeout=60)
         for size, batch in batches.items():
             for clients in (1, 8):
                 measured = measure(calls_by_size[size], batch, clients, args.seconds, args.rounds, server_pids)
@@ -211,6 +249,7 @@ def main() -> int:
             results[f"{label}_b1_c1"]["cpu_ms_per_call"] - results["in_process_b1_c1"]["cpu_ms_per_call"], 3)
         results[f"{label}_cpu_ratio_b256_c1"] = round(
             results["in_process_b256_c1"]["cpu_ms_per_call"] / results[f"{label}_b256_c1"]["cpu_ms_per_call"], 3)
+    results["grpc_floor_p50_ms_b1_c1"] = results["grpc_floor_b1_c1"]["p50_ms"]
     results["goal_overhead_le_1ms"] = results["served_overhead_p50_ms_b1_c1"] <= 1.0
     results["goal_throughput_b256_ge_90pct"] = results["served_throughput_ratio_b256_c1"] >= 0.9
     print(json.dumps(results, sort_keys=True))
