@@ -132,8 +132,7 @@ class MnistCNN(FeatureLearner):
                 "branch_pool": self.branch_pool}
 
 
-def _accuracy(model: MnistCNN, images: np.ndarray, labels: np.ndarray, batch_size: int) -> float:
-    predict = tf.function(lambda x: tf.argmax(model.logits(x), axis=-1))
+def _accuracy(predict, images: np.ndarray, labels: np.ndarray, batch_size: int) -> float:
     dataset = tf.data.Dataset.from_tensor_slices(images).batch(batch_size).prefetch(tf.data.AUTOTUNE)
     predictions = np.concatenate([predict(batch).numpy() for batch in dataset])
     return float(np.mean(predictions == labels))
@@ -154,12 +153,14 @@ def _train_variant(branch: bool, train: tuple, test: tuple, *, sample_shape, num
         for batch in batches:
             model.train_step(batch)
 
+    predict = tf.function(lambda patches: tf.argmax(model.logits(patches), axis=-1),
+                          input_signature=[tf.TensorSpec([None, model.patch_dim], tf.float32)])
     accuracies, seconds = [], []
     for _ in range(epochs):
         start = time.perf_counter()
         train_epoch(dataset)
         seconds.append(time.perf_counter() - start)
-        accuracies.append(_accuracy(model, test[0], test[1], 1024))
+        accuracies.append(_accuracy(predict, test[0], test[1], 1024))
     steady = seconds[1:] or seconds
     return {"epoch_1_accuracy": accuracies[0], "last_epoch_accuracy": accuracies[-1],
             "seconds_per_epoch": float(np.mean(steady)), "first_epoch_seconds": seconds[0],

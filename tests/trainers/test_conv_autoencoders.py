@@ -97,8 +97,9 @@ def reconstruction_error(model, patches):
 def test_preset_trains_from_ufl_train_and_beats_its_initialization(mnist_data, tmp_path, preset, epochs):
     data_dir, eval_images = mnist_data
     run_dir = str(tmp_path / "RUN")
+    # jit_compile=false: compiling with XLA takes longer than the few steps this test runs.
     assert cli.main(["train", preset, "--data", data_dir, "--out", run_dir, "--epochs", epochs,
-                     "--batch-size", "32", "--set", "steps_per_execution=5"]) == 0
+                     "--batch-size", "32", "--set", "steps_per_execution=5", "--set", "jit_compile=false"]) == 0
     trained = load_trained_model(run_dir).model
     fresh = type(trained).from_config(trained.get_config())
     fresh(tf.zeros([1, fresh.patch_dim]))
@@ -107,3 +108,14 @@ def test_preset_trains_from_ufl_train_and_beats_its_initialization(mnist_data, t
     assert trained.filters().shape[0] == 32
     written = trained.write_plots(os.path.join(run_dir, "plots"), eval_images[:4])
     assert os.path.getsize(written["feature_maps"]) > 0
+
+
+def test_train_step_converts_to_xla():
+    """The loop compiles train_step with XLA (jit_compile); every op, gradients included (upsampling,
+    tied transposed convolutions, dropout), must convert."""
+    model = tied_model()
+    model.compile(optimizer=tf_keras.optimizers.Adam(1e-3))
+    batch = {"patch": tf.random.stateless_uniform([4, model.patch_dim], seed=(7, 8))}
+    model.train_step(batch)  # creates the optimizer's slots outside the compiled function
+    step = tf.function(model.train_step, jit_compile=True)
+    assert "HloModule" in step.experimental_get_compiler_ir(batch)(stage="hlo")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 
 from ufl.config.base import ConfigError, require
 
@@ -25,8 +24,8 @@ def add_parser(subparsers) -> None:
         "accuracy after epoch 1 and the last epoch, and seconds per epoch, for each.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="builtin:mnist",
-                        help="labelled images: builtin:mnist (default) or npz:PATH[:IMAGES_KEY[:LABELS_KEY]] "
-                        "(keys default to images, labels)")
+                        help="a labelled image source as for 'ufl preprocess': builtin:mnist (default), "
+                        "npz:PATH (images and labels arrays), tfds:NAME:SPLIT")
     parser.add_argument("--epochs", type=int, default=30, help="epochs per model (default 30, as the reference)")
     parser.add_argument("--batch-size", type=int, default=128, help="examples per step (default 128)")
     parser.add_argument("--test-fraction", type=float, default=0.25, help="held-out fraction (default 0.25)")
@@ -37,30 +36,14 @@ def add_parser(subparsers) -> None:
 
 
 def load_labelled_images(source: str):
-    """``(images (n, H, W[, C]) float32 in [0, 1], labels (n,) int64)`` of ``builtin:mnist`` or ``npz:…``."""
-    import numpy as np
+    """``(images (n, H, W, C) float32 in [0, 1], labels (n,) int64)`` of a labelled ``ufl preprocess`` source."""
+    from ufl.pipeline.sources import load_images
 
-    scheme, _, argument = source.partition(":")
-    if scheme == "builtin" and argument == "mnist":
-        path, image_key, label_key = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data",
-                                                  "mnist10k.npz"), "images", "labels"
-    elif scheme == "npz" and argument:
-        path, _, keys = argument.partition(":")
-        image_key, _, label_key = keys.partition(":")
-        image_key, label_key = image_key or "images", label_key or "labels"
-    else:
-        raise ConfigError(f"data {source!r} is invalid; use builtin:mnist or npz:PATH[:IMAGES_KEY[:LABELS_KEY]]")
-    if not os.path.exists(path):
-        raise ConfigError(f"data {source!r} is invalid; {path} does not exist")
-    with np.load(path) as archive:
-        for key in (image_key, label_key):
-            require(key in archive.files, "data key", key, f"{path} has keys {', '.join(archive.files)}")
-        images, labels = archive[image_key], archive[label_key]
-    images = images.astype(np.float32)
-    if images.max() > 1.0:
-        images /= 255.0
-    return images, labels.astype(np.int64)
-
+    images, labels = load_images(source)
+    if labels is None:
+        raise ConfigError(f"data {source!r} is invalid; it has no labels; use a labelled source such as "
+                          "builtin:mnist or npz:PATH with a labels array")
+    return images, labels
 
 def format_table(result: dict) -> str:
     lines = [f"cnn-branch: {result['train_examples']} train / {result['test_examples']} test images "
