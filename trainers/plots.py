@@ -20,8 +20,31 @@ def _pyplot():
     return plt
 
 
+def tile(images: np.ndarray, *, cols: int, padding: int = 1) -> np.ndarray:
+    """Tiles ``(n, H, W, C)`` images in [0, 1] into one ``(rows*(H+pad)+pad, cols*(W+pad)+pad, C)`` image
+    with mid-gray padding."""
+    count, height, width, channels = images.shape
+    rows = int(math.ceil(count / cols))
+    grid = np.full((rows * (height + padding) + padding, cols * (width + padding) + padding, channels),
+                   0.5, dtype=np.float32)
+    for index in range(count):
+        row, col = divmod(index, cols)
+        top, left = padding + row * (height + padding), padding + col * (width + padding)
+        grid[top:top + height, left:left + width] = images[index]
+    return grid
+
+
+def symmetric_scale(images: np.ndarray, scale: Optional[np.ndarray] = None) -> np.ndarray:
+    """``(n, H, W, C)`` -> [0, 1] with 0 at mid-gray, each image divided by its own largest magnitude (or by
+    ``scale[i]``)."""
+    if scale is None:
+        scale = np.max(np.abs(images.reshape(len(images), -1)), axis=1)
+    scale = np.where(scale > 0, scale, 1.0)
+    return np.clip(0.5 + 0.5 * images / scale[:, None, None, None], 0.0, 1.0)
+
+
 def filter_grid(filters: np.ndarray, *, padding: int = 1) -> np.ndarray:
-    """Tiles ``(n, P, P, C)`` features into one ``(rows*(P+pad), cols*(P+pad), C)`` image in [0, 1].
+    """Tiles ``(n, P, P, C)`` features into one square-ish image in [0, 1].
 
     Each feature is scaled symmetrically around 0 by its own largest magnitude (0 maps to mid-gray), so
     the sign structure of every atom is visible whatever its norm; padding is mid-gray.
@@ -29,57 +52,34 @@ def filter_grid(filters: np.ndarray, *, padding: int = 1) -> np.ndarray:
     filters = np.asarray(filters, dtype=np.float32)
     if filters.ndim != 4:
         raise ValueError(f"filters of shape {filters.shape} are invalid; expected (n, height, width, channels)")
-    count, height, width, channels = filters.shape
-    scale = np.max(np.abs(filters.reshape(count, -1)), axis=1)
-    scaled = 0.5 + 0.5 * filters / np.where(scale > 0, scale, 1.0)[:, None, None, None]
-    cols = int(math.ceil(math.sqrt(count)))
-    rows = int(math.ceil(count / cols))
-    grid = np.full((rows * (height + padding) + padding, cols * (width + padding) + padding, channels),
-                   0.5, dtype=np.float32)
-    for index in range(count):
-        row, col = divmod(index, cols)
-        top, left = padding + row * (height + padding), padding + col * (width + padding)
-        grid[top:top + height, left:left + width] = scaled[index]
-    return grid
+    return tile(symmetric_scale(filters), cols=int(math.ceil(math.sqrt(len(filters)))), padding=padding)
 
 
-def _show(axis, image: np.ndarray) -> None:
-    if image.shape[-1] == 1:
-        axis.imshow(image[..., 0], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
-    else:
-        axis.imshow(np.clip(image, 0.0, 1.0), interpolation="nearest")
-    axis.set_xticks([])
-    axis.set_yticks([])
+def save_image(image: np.ndarray, path: str, *, min_size: int = 480) -> None:
+    """Saves an ``(H, W, C)`` image in [0, 1] as PNG, enlarged by an integer factor (nearest neighbour) so
+    that small patches stay visible."""
+    from PIL import Image
+
+    factor = max(1, int(math.ceil(min_size / max(image.shape[:2]))))
+    pixels = np.round(np.clip(image, 0.0, 1.0) * 255).astype(np.uint8)
+    pixels = np.repeat(np.repeat(pixels, factor, axis=0), factor, axis=1)
+    Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).save(path)
 
 
-def plot_filters(filters: np.ndarray, path: str, *, title: str = "learned features") -> None:
+def plot_filters(filters: np.ndarray, path: str) -> None:
     """Saves the features ``(n, P, P, C)`` as a grid, each scaled symmetrically around 0."""
-    plt = _pyplot()
-    grid = filter_grid(filters)
-    figure, axis = plt.subplots(figsize=(8, 8 * grid.shape[0] / grid.shape[1] + 0.4))
-    _show(axis, grid)
-    axis.set_title(f"{title} ({len(filters)})")
-    figure.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(figure)
+    save_image(filter_grid(filters), path)
 
 
 def plot_reconstructions(patches: np.ndarray, reconstructions: np.ndarray, sample_shape: Sequence[int],
                          path: str) -> None:
-    """Saves originals (top row) above reconstructions (bottom row); both ``(n, P*P*C)``, each pair scaled
-    symmetrically by the original's largest magnitude (normalized patches are centred on 0)."""
-    plt = _pyplot()
+    """Saves originals (top row) above their reconstructions (bottom row); both ``(n, P*P*C)``. Each pair
+    is scaled symmetrically by the original's largest magnitude (normalized patches are centred on 0)."""
     originals = np.asarray(patches, dtype=np.float32).reshape((-1, *sample_shape))
     rebuilt = np.asarray(reconstructions, dtype=np.float32).reshape((-1, *sample_shape))
-    count = len(originals)
-    figure, axes = plt.subplots(2, count, figsize=(1.2 * count, 2.8), squeeze=False)
-    for index in range(count):
-        scale = float(np.max(np.abs(originals[index]))) or 1.0
-        _show(axes[0, index], 0.5 + 0.5 * originals[index] / scale)
-        _show(axes[1, index], 0.5 + 0.5 * rebuilt[index] / scale)
-    axes[0, 0].set_ylabel("data")
-    axes[1, 0].set_ylabel("model")
-    figure.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(figure)
+    scale = np.max(np.abs(originals.reshape(len(originals), -1)), axis=1)
+    pairs = np.concatenate([symmetric_scale(originals, scale), symmetric_scale(rebuilt, scale)])
+    save_image(tile(pairs, cols=len(originals)), path)
 
 
 def plot_loss(history: Sequence[dict], path: str, *, key: str = "loss") -> Optional[str]:

@@ -400,8 +400,7 @@ def _write_plots(model, config: TrainConfig, sample_shape) -> None:
     plot_dir = os.path.join(config.out, PLOT_DIR)
     filters = model.filters()
     if filters is not None:
-        plots.plot_filters(filters, os.path.join(plot_dir, "filters.png"),
-                           title=f"{config.preset} features")
+        plots.plot_filters(filters, os.path.join(plot_dir, "filters.png"))
     if model.supports_reconstruction:
         split = "eval" if shard_files(config.data, "eval") else "train"
         patches = next(iter(read_patches(config.data, split, batch_size=10)))["patch"]

@@ -122,14 +122,13 @@ def test_kill_9_after_a_checkpoint_then_rerun_resumes_and_ends_like_an_uninterru
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert killed_at <= metrics["resumed_from_step"] < 80 and metrics["steps"] == 80
 
+    # The same training without the kill (and without the sleep, which changes no number).
     assert main(train_args(data_dir, tmp_path / "whole", *extra[:2], "--set", "checkpoint_every=8",
-                           "--set", "steps_per_execution=4", "--set", "optimizer.name=adam")) == 0
+                           "--set", "steps_per_execution=4", "--set", "optimizer.name=adam",
+                           "--set", "jit_compile=false")) == 0
     resumed, whole = (load_trained_model(str(path)).model.get_weights() for path in (run_dir, tmp_path / "whole"))
     for a, b in zip(resumed, whole):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-
-    assert main(train_args(data_dir, run_dir, *extra, "--restart", "--set", "max_steps=4")) == 0
-    assert json.loads((run_dir / "metrics.json").read_text())["steps"] == 4
 
 
 @pytest.mark.skipif("sparse_coding" not in model_kinds(), reason="trainers/sparse_coding.py is not in the tree")
@@ -148,7 +147,7 @@ def test_real_sparse_coding_model_trains_sparse_codes_and_resumes(tmp_path, caps
                    patch_size=(4, 4), channels=1)
     argv = ["train", "sparse-coding", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "run"),
             "--batch-size", "64", "--set", "model.n_atoms=12", "--set", "model.max_inference_steps=30",
-            "--set", "steps_per_execution=4", "--set", "checkpoint_every=8"]
+            "--set", "steps_per_execution=4", "--set", "checkpoint_every=8", "--set", "jit_compile=false"]
     assert main(argv + ["--epochs", "1"]) == 0
     first = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert main(argv + ["--epochs", "2"]) == 0
