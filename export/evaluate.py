@@ -125,7 +125,7 @@ def run_encoder(run_dir: str, *, grid_stride: Optional[int] = None, pool_grid: i
         return np.concatenate(parts)
 
     info = {"kind": trained.config["model"].get("kind"), "preset": trained.config.get("preset"),
-            "channels": module.channels, **module.info}
+            "channels": module.channels, "patch_size": [module.patch_size] * 2, **module.info}
     return encode, info
 
 
@@ -140,6 +140,21 @@ def model_dir_encoder(model_dir: str, *, batch_size: int = 256) -> Tuple[Callabl
         return compute_features(images, model_dir=path, batch_size=batch_size, progress=False)
 
     return encode, {**read_model_info(path), "model_dir": path}
+
+
+def check_image_size(images: np.ndarray, info: dict, source: str) -> None:
+    """Raises ConfigError when the encoder cannot take ``source``'s images (whole-image models need
+    exactly their size, patch models images at least one patch large)."""
+    if not info.get("patch_size"):
+        return
+    rows, cols = info["patch_size"]
+    height, width = images.shape[1:3]
+    if info.get("image_mode") == "whole_image" and (height, width) != (rows, cols):
+        raise ConfigError(f"data {source} has {height}x{width} images; the model encodes whole {rows}x{cols} "
+                          f"images: evaluate it on data of that size (the source it was trained on)")
+    if height < rows or width < cols:
+        raise ConfigError(f"data {source} has {height}x{width} images, smaller than the model's {rows}x{cols} "
+                          "patches; use larger images or a model trained on smaller patches")
 
 
 def source_of(data: str) -> str:

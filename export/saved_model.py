@@ -191,9 +191,9 @@ def export_run(config: ExportConfig) -> str:
     tf.io.gfile.makedirs(model_dir)
     try:
         tf.saved_model.save(module, tmp_dir, signatures=module.signature_functions)
-        patches, images, origin = warmup_patches(trained.metadata, max(1, 4 ** (config.warmup_requests - 1)))
-        n_warmup = 0
+        n_warmup, origin = 0, None
         if config.warmup_requests:
+            patches, images, origin = warmup_patches(trained.metadata, 4 ** (config.warmup_requests - 1))
             n_warmup = write_warmup_requests(os.path.join(tmp_dir, "assets.extra", sig.WARMUP_FILE),
                                              config.name, patches, images, config.warmup_requests)
         info = {

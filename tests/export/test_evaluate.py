@@ -8,6 +8,8 @@ import pytest
 from ufl.config import ConfigError
 from ufl.export.evaluate import linear_probe, stratified_split, stratified_subset
 
+from tests.export.conftest import make_run
+
 
 def test_probe_of_learned_encoder_beats_raw_pixels_and_cli_paths_agree(digits_encoder, capsys):
     from ufl.cli import main
@@ -63,3 +65,8 @@ def test_bad_probe_input(digits, digits_encoder, tmp_path, capsys):
     os.makedirs(tmp_path / "DATA")
     assert main(["evaluate", "linear-probe", "--run", digits_encoder["run"], "--data", str(tmp_path / "DATA")]) == 2
     assert "has no metadata.json" in capsys.readouterr().err
+    whole_images = images[:50, :6, :6].reshape(50, -1)
+    _, whole_run = make_run(str(tmp_path / "whole"), {"kind": "export_toy", "n_codes": 4}, whole_images,
+                            patch_size=6, steps=(), extra_metadata={"extract": "full"})
+    assert main(["evaluate", "linear-probe", "--run", whole_run, "--data", "builtin:digits"]) == 2
+    assert "has 8x8 images; the model encodes whole 6x6 images" in capsys.readouterr().err

@@ -59,8 +59,8 @@ def run_linear_probe(args) -> int:
     import json
 
     from ufl.config import ConfigError
-    from ufl.export.evaluate import (DEFAULT_C, linear_probe, model_dir_encoder, run_encoder, source_of,
-                                     stratified_subset)
+    from ufl.export.evaluate import (DEFAULT_C, check_image_size, linear_probe, model_dir_encoder, run_encoder,
+                                     source_of, stratified_subset)
     from ufl.pipeline import load_images
 
     if args.max_images is not None and args.max_images < 10:
@@ -71,6 +71,7 @@ def run_linear_probe(args) -> int:
         encode, info = model_dir_encoder(args.model_dir)
     source = source_of(args.data)
     images, labels = load_images(source, color="rgb" if info.get("channels") == 3 else "gray")
+    check_image_size(images, info, source)
     if labels is not None:
         keep = stratified_subset(labels, args.max_images, seed=args.seed)
         images, labels = images[keep], labels[keep]
