@@ -27,7 +27,7 @@ from ufl.pipeline import DataError, load_metadata, read_patches
 from ufl.pipeline.tfrecord import shard_files
 from ufl.trainers import plots
 from ufl.trainers.presets import all_presets
-from ufl.trainers.registry import build_model
+from ufl.trainers.registry import build_model, model_class
 from ufl.trainers.run_dir import (CHECKPOINT_DIR, LOG_DIR, METRICS_FILE, PLOT_DIR, append_history,
                                   prepare_run_dir, read_history, sample_shape_of, truncate_history,
                                   write_json)
@@ -69,6 +69,9 @@ def train(config: TrainConfig, *, strategy: Optional[tf.distribute.Strategy] = N
     if config.batch_size % replicas:
         raise ConfigError(f"batch_size {config.batch_size} is invalid; {replicas} replicas share it, so use "
                           f"a multiple of {replicas} (--batch-size)")
+    if model_needs_labels(config) and not metadata.get("has_labels", False):
+        raise ConfigError(f"preset {config.preset!r} trains with labels but {config.data} has none (source "
+                          f"{metadata.get('source')!r}); preprocess a labelled source such as builtin:mnist")
     fresh = prepare_run_dir(config.out, to_jsonable(config), config.data, restart=config.restart, write=chief)
 
     tf_keras.utils.set_random_seed(config.seed)
@@ -112,6 +115,7 @@ def train(config: TrainConfig, *, strategy: Optional[tf.distribute.Strategy] = N
     log_dir = os.path.join(config.out, LOG_DIR)
     writer = tf.summary.create_file_writer(log_dir) if chief else tf.summary.create_noop_writer()
     say = print if chief else (lambda *args, **kwargs: None)
+    live = chief and sys.stdout.isatty()  # a progress line updated after every execution
     if step:
         say(f"resuming {config.out} from step {step} (epoch {epoch + 1}, batch {step_in_epoch} of "
             f"{steps_per_epoch})", flush=True)
@@ -157,6 +161,9 @@ def train(config: TrainConfig, *, strategy: Optional[tf.distribute.Strategy] = N
                         sums[key] = sums.get(key, 0.0) + value * count
                         plots.log_scalar(f"train/{key}", value, step)
                     plots.log_scalar("train/examples_per_second", rate, step)
+                    if live:
+                        print(f"\r  epoch {epoch + 1}/{config.epochs}  batch {step_in_epoch}/{steps_per_epoch}  "
+                              f"loss {result['loss']:.5g}  {rate:,.0f} ex/s ", end="", flush=True)
                     if chief:
                         append_history(config.out, {"split": "train", "step": step, "epoch": epoch + 1,
                                                     "examples_per_second": rate, **result})
@@ -173,6 +180,8 @@ def train(config: TrainConfig, *, strategy: Optional[tf.distribute.Strategy] = N
                         append_history(config.out, {"split": "eval", "step": step, "epoch": epoch + 1,
                                                     **eval_metrics})
                 _log_filters(model, step)
+                if live:
+                    print("\r\033[K", end="")
                 say(_progress_line(epoch, config.epochs, step, train_metrics, eval_metrics,
                                    epoch_steps * config.batch_size, time.perf_counter() - epoch_start),
                     flush=True)
@@ -311,6 +320,10 @@ class _Throughput:
         if self.seconds > 0:
             return self.examples / self.seconds
         return self.all_examples / self.all_seconds if self.all_seconds > 0 else None
+
+
+def model_needs_labels(config: TrainConfig) -> bool:
+    return bool(getattr(model_class(config.model["kind"]), "requires_labels", False))
 
 
 def _load_metadata(data_dir: str) -> dict:

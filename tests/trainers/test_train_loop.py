@@ -10,6 +10,7 @@ import test_train_models as models
 from ufl.config.base import ConfigError
 from ufl.config.train import TrainConfig
 from ufl.trainers.run_dir import load_trained_model, read_history
+from ufl.trainers import strategy as strategy_module
 from ufl.trainers.strategy import choose_strategy
 from ufl.trainers.train_loop import TrainingDiverged, train
 
@@ -60,7 +61,10 @@ def test_closed_form_update_sees_every_example_once_per_epoch_on_two_replicas(da
     assert metrics["eval_objective"] is not None
 
 
-def test_stopped_and_resumed_run_equals_uninterrupted_run(data_dir, tmp_path):
+@pytest.mark.parametrize("in_memory", [True, False], ids=["in-memory", "streaming"])
+def test_stopped_and_resumed_run_equals_uninterrupted_run(in_memory, data_dir, tmp_path, monkeypatch):
+    if not in_memory:
+        monkeypatch.setattr(strategy_module, "IN_MEMORY_BYTES", 0)
     train(config(data_dir, tmp_path / "whole", epochs=3))
     first = train(config(data_dir, tmp_path / "parts", epochs=3, max_steps=20))  # stops mid-epoch 2
     assert first["steps"] == 20
@@ -145,3 +149,9 @@ def test_batch_not_divisible_by_replicas_is_refused(data_dir, tmp_path, two_cpu_
     with pytest.raises(ConfigError, match="batch_size 15 is invalid; 2 replicas share it"):
         train(config(data_dir, tmp_path / "run", batch_size=15),
               strategy=choose_strategy("mirrored", devices=two_cpu_devices))
+
+
+def test_labelled_model_on_unlabelled_data_is_refused(data_dir, tmp_path):
+    with pytest.raises(ConfigError, match=r"trains with labels but .* has none \(source 'array'\); "
+                                          "preprocess a labelled source such as builtin:mnist"):
+        train(config(data_dir, tmp_path / "run", model={"kind": "test-labelled"}))

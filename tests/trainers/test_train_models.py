@@ -110,6 +110,14 @@ register_preset(Preset(name="test-linear-ae", description="test model: linear au
                               "checkpoint_every": 10, "steps_per_execution": 4},
                        data={"source": "builtin:digits", "patch_size": 4},
                        reference={"loss": 1.0, "source": "made up for tests"}))
+@register_model("test-labelled")
+@tf_keras.utils.register_keras_serializable(package="ufl_tests")
+class LabelledMeanPatch(MeanPatch):
+    """MeanPatch that also reads labels (as supervised fine-tuning steps do)."""
+
+    requires_labels = True
+
+
 register_preset(Preset(name="test-mean-patch", description="test model: mean patch",
                        model={"kind": "test-mean-patch"}, train={"epochs": 1, "batch_size": 16}))
 
