@@ -49,7 +49,7 @@ def test_predict_raises_the_servers_status(target):
 def test_wait_until_available(target):
     assert client.wait_until_available(target, "coder", timeout=10) == 1
     with pytest.raises(TimeoutError, match="model 'other' is not available .*NOT_FOUND"):
-        client.wait_until_available(target, "other", timeout=0.5)
+        client.wait_until_available(target, "other", timeout=2)
 
 
 @pytest.mark.parametrize("array", [
