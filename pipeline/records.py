@@ -8,8 +8,9 @@ never build one protobuf object per patch. The bytes are the standard wire forma
   ``tf.io.parse_example`` read them (tests check both);
 - TFRecord framing: ``uint64 length, masked crc32c(length), data, masked crc32c(data)``;
 - one GZIP stream per shard with a zero timestamp, so the same records give byte-identical files. Float
-  patches have no repeated strings for LZ77 to find: Huffman coding alone (``Z_HUFFMAN_ONLY``) gets the
-  same size as zlib level 6 (about 93% of the raw bytes) several times faster.
+  patches leave little for LZ77 to find: Huffman coding alone (``Z_HUFFMAN_ONLY``) compresses about 3.5x
+  faster than zlib level 1 or 6, for files about 7% larger (whitened 16x16 patches: 94% of the raw bytes
+  against 87%).
 """
 from __future__ import annotations
 

@@ -79,14 +79,17 @@ def to_color(images: np.ndarray, color: str) -> np.ndarray:
     return np.repeat(images, 3, axis=-1) if channels == 1 else images
 
 
+def check_layout(shape, where: str) -> None:
+    """Raises ConfigError naming ``where`` unless ``shape`` is N x H x W or N x H x W x C (C = 1-4)."""
+    if not (len(shape) == 3 or (len(shape) == 4 and shape[-1] in (1, 2, 3, 4))):
+        raise ConfigError(f"array of shape {tuple(shape)} in {where} is not N x H x W or N x H x W x C "
+                          "(C = 1, 3 or 4); pass an array of images")
+
+
 def as_nhwc(images: np.ndarray, where: str) -> np.ndarray:
     """An N x H x W or N x H x W x C array as N x H x W x C; raises ConfigError naming ``where``."""
-    if images.ndim == 3:
-        return images[..., None]
-    if images.ndim == 4 and images.shape[-1] in (1, 2, 3, 4):
-        return images
-    raise ConfigError(f"array of shape {images.shape} in {where} is not N x H x W or N x H x W x C "
-                      "(C = 1, 3 or 4); pass an array of images")
+    check_layout(images.shape, where)
+    return images[..., None] if images.ndim == 3 else images
 
 
 class Source:
@@ -141,6 +144,7 @@ class ArraySource(Source):
         self.has_labels = labels is not None
         if len(images) == 0:
             raise ConfigError(f"source {self.spec} holds no images; pass a non-empty array")
+        check_layout(images.shape, self.spec)  # a wrong layout fails here, before any work
 
     def units(self) -> list:
         count = len(self.arrays()[0])

@@ -138,3 +138,10 @@ def test_npz_missing_key_lists_the_keys(arrays):
     folder = arrays[0]
     with pytest.raises(ConfigError, match=r"npz key 'pixels' is not in .*data.npz \(keys: x_train, y_train\)"):
         load_images(f"npz:{folder}/data.npz:pixels")
+
+
+def test_array_of_the_wrong_layout_fails_before_any_work(tmp_path):
+    np.save(tmp_path / "channels_first.npy", np.zeros((2, 9, 8, 7), np.float32))
+    with pytest.raises(ConfigError, match=r"array of shape \(2, 9, 8, 7\) in npy:.*channels_first.npy is not "
+                                          r"N x H x W or N x H x W x C \(C = 1, 3 or 4\)"):
+        open_source(f"npy:{tmp_path}/channels_first.npy").check()

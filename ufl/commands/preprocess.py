@@ -80,8 +80,13 @@ def build_config(args):
 
 
 def run(args) -> int:
+    import logging
+
     from ufl.config import ConfigError
     from ufl.pipeline import preprocess
+
+    # The DirectRunner re-logs every worker warning (start-up notices) through this logger.
+    logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.ERROR)
 
     config = build_config(args)
     beam_args = list(getattr(args, "extra_args", []) or [])
