@@ -166,3 +166,72 @@ class DistributedInput:
         if not by_files and context.num_input_pipelines > 1:
             dataset = dataset.shard(context.num_input_pipelines, context.input_pipeline_id)
         return dataset
+
+
+class DistributedSteps:
+    """Compiled functions that run n ``model.train_step``/``test_step`` calls on every replica, pulling the
+    batches from a distributed iterator inside the graph (the host syncs once per call).
+
+    The metrics of every step are summed over local replicas inside the graph; with several workers one
+    all-gather at the end of an execution averages them across workers, so every worker takes the same
+    decisions (stop on NaN) from the same numbers.
+    """
+
+    def __init__(self, model, strategy: tf.distribute.Strategy, *, jit_compile: bool):
+        self.model, self.strategy, self.jit_compile = model, strategy, jit_compile
+        self.workers = worker_count(strategy)
+        self.reset()
+
+    def reset(self) -> None:
+        self._train = tf.function(self._loop(self.model.train_step))
+        self._eval = tf.function(self._loop(self.model.test_step))
+
+    def run_train(self, iterator, count: int, first_step: int) -> Dict[str, float]:
+        outputs = self._train(iterator, tf.constant(count, tf.int64), tf.constant(first_step, tf.int64))
+        return {key: float(value) if key != "first_nonfinite_step" else int(value)
+                for key, value in outputs.items()}
+
+    def run_eval(self, eval_input: DistributedInput, step: int) -> Dict[str, float]:
+        outputs = self._eval(iter(eval_input.epoch(0)), tf.constant(eval_input.steps_per_epoch, tf.int64),
+                             tf.constant(step, tf.int64))
+        outputs.pop("first_nonfinite_step")
+        return {key: float(value) for key, value in outputs.items()}
+
+    def _loop(self, step_function):
+        strategy, workers = self.strategy, self.workers
+        if self.jit_compile:
+            step_function = tf.function(step_function, jit_compile=True)
+
+        def local_sums(per_replica: dict) -> Dict[str, tf.Tensor]:
+            return {key: tf.add_n([tf.cast(v, tf.float64) for v in strategy.experimental_local_results(value)])
+                    for key, value in per_replica.items()}
+
+        def loop(iterator, count, first_step):
+            # The first step is peeled off the loop so that the metric keys are known before it.
+            sums = local_sums(strategy.run(step_function, args=(next(iterator),)))
+            bad = tf.where(tf.math.is_finite(sums["loss"]), tf.constant(-1, tf.int64), first_step)
+            for index in tf.range(tf.constant(1, tf.int64), count):
+                metrics = local_sums(strategy.run(step_function, args=(next(iterator),)))
+                bad = tf.where((bad < 0) & ~tf.math.is_finite(metrics["loss"]), first_step + index, bad)
+                sums = {key: sums[key] + metrics[key] for key in sums}
+            if workers > 1:
+                sums, bad = self._across_workers(sums, bad)
+            scale = tf.cast(count, tf.float64) * strategy.num_replicas_in_sync
+            outputs = {key: tf.cast(value / scale, tf.float32) for key, value in sums.items()}
+            outputs["first_nonfinite_step"] = bad
+            return outputs
+
+        return loop
+
+    def _across_workers(self, sums: Dict[str, tf.Tensor], bad: tf.Tensor):
+        keys = sorted(sums)
+        vector = tf.stack([sums[key] for key in keys] + [tf.cast(bad, tf.float64)])
+        gathered = self.strategy.run(
+            lambda value: tf.distribute.get_replica_context().all_gather(value[None], axis=0), args=(vector,))
+        gathered = self.strategy.experimental_local_results(gathered)[0]
+        local_replicas = len(self.strategy.extended.worker_devices)
+        totals = tf.reduce_sum(gathered, axis=0) / local_replicas
+        steps = gathered[:, -1]
+        first = tf.reduce_min(tf.where(steps >= 0, steps, tf.constant(np.inf, tf.float64)))
+        bad = tf.where(tf.math.is_finite(first), tf.cast(first, tf.int64), tf.constant(-1, tf.int64))
+        return {key: totals[index] for index, key in enumerate(keys)}, bad

@@ -1,6 +1,5 @@
 """The training loop: distribution, exact resume, NaN stop, RUN/ outputs and input errors."""
 import json
-import os
 
 import numpy as np
 import pytest
