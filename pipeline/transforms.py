@@ -19,7 +19,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from ufl.pipeline import layout
-from ufl.pipeline.analyzers import Moments
+from ufl.pipeline.analyzers import Moments, single_threaded_blas
 from ufl.pipeline.normalize import STATS_KEYS, apply_normalization
 from ufl.pipeline.patches import ExtractOptions, extract_patches, is_eval, size_problem
 from ufl.pipeline.records import frame_records, gzip_compressor, serialize_examples
@@ -63,12 +63,13 @@ class UnitMomentsFn(beam.DoFn):
     def process(self, element, stats=None):
         index, unit = element
         moments = Moments()
-        for batch in usable_batches(self.source, unit, self.options)[0]:
-            train = select(batch, ~is_eval(batch.uris, self.eval_fraction))
-            if train.uris:
-                block = extract_patches(train.images, train.uris, self.options).patches
-                block = normalize_block(block, self.steps, stats or {}, self.contrast_epsilon, np.float64)
-                moments = moments.merge(Moments.of(block, self.with_scatter))
+        with single_threaded_blas():
+            for batch in usable_batches(self.source, unit, self.options)[0]:
+                train = select(batch, ~is_eval(batch.uris, self.eval_fraction))
+                if train.uris:
+                    block = extract_patches(train.images, train.uris, self.options).patches
+                    block = normalize_block(block, self.steps, stats or {}, self.contrast_epsilon, np.float64)
+                    moments = moments.merge(Moments.of(block, self.with_scatter))
         yield index, moments
 
 
@@ -112,6 +113,10 @@ class WriteShardFn(beam.DoFn):
                          ("images_read", "images_rejected", "patches_train", "patches_eval", "shards_written")}
 
     def process(self, element, stats=None):
+        with single_threaded_blas():
+            yield self.write_shard(element, stats)
+
+    def write_shard(self, element, stats) -> dict:
         shard, units = element
         stats = stats or {}
         needs_stats = any(step in STATS_KEYS for step in self.steps)
@@ -139,7 +144,7 @@ class WriteShardFn(beam.DoFn):
         for writer in writers.values():
             writer.close()
         self.counters["shards_written"].inc()
-        yield summary
+        return summary
 
     def write_split(self, writer, batch, stats, needs_stats, summary, split):
         block = extract_patches(batch.images, batch.uris, self.options)
