@@ -4,8 +4,9 @@ Measures p50/p99 latency and throughput (patches/s) for batches of 1 and 256 16x
 concurrent clients (and the CPU time each call costs, client + server, which the load of other work on
 the machine does not change), for: the SavedModel's ``serving_default`` called in this process (the peer), and
 ``ufl serve`` (a separate process, as deployed) called over gRPC with the official TF-Serving stubs, with
-and without ``--enable_batching``; and, for batch 1, a grpcio service that answers with an empty
-response (``grpc_floor``: what any Python gRPC server costs per call). Prints one JSON line; goals: serving overhead <= 1 ms p50 at batch 1,
+and without ``--enable_batching``; next to the thinnest grpcio server around the same SavedModel
+(``minimal_server``: decode, call, encode, nothing else) and, for batch 1, one that answers with an
+empty response (``grpc_floor``: what any Python gRPC server costs per call). Prints one JSON line; goals: serving overhead <= 1 ms p50 at batch 1,
 throughput at batch 256 >= 90% of in-process.
 
     python benchmarks/serving.py                      # a sparse-coding-like model: 20 ISTA steps, 256 codes
@@ -111,21 +112,39 @@ def measure(calls: dict, batch: np.ndarray, clients: int, seconds: float, rounds
     return results
 
 
-def echo_server() -> int:
-    """A grpcio PredictionService that answers every Predict with an empty response: the floor any
-    Python gRPC server pays per call (run as ``serving.py --echo-server``; prints its port)."""
+def minimal_server(model_dir: str | None) -> int:
+    """The thinnest grpcio PredictionService (run as ``serving.py --minimal-server [DIR]``; prints its port).
+
+    Without DIR it answers every Predict with an empty response: what any Python gRPC server pays per call.
+    With DIR it decodes ``tensor_content``, calls the SavedModel's ``serving_default`` and encodes the
+    output, with no model spec, validation, versions or batching: ufl serve minus its TF-Serving features.
+    """
     import concurrent.futures
 
     import grpc
     from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-    class Echo(prediction_service_pb2_grpc.PredictionServiceServicer):
+    function = tf.saved_model.load(model_dir).signatures["serving_default"] if model_dir else None
+
+    class Minimal(prediction_service_pb2_grpc.PredictionServiceServicer):
         def Predict(self, request, context):
-            return predict_pb2.PredictResponse()
+            response = predict_pb2.PredictResponse()
+            if function is not None:
+                (key, proto), = request.inputs.items()
+                shape = [dim.size for dim in proto.tensor_shape.dim]
+                inputs = np.frombuffer(proto.tensor_content, np.float32).reshape(shape)
+                (name, value), = function(**{key: tf.constant(inputs)}).items()
+                value = value.numpy()
+                output = response.outputs[name]
+                output.dtype = proto.dtype
+                for size in value.shape:
+                    output.tensor_shape.dim.add(size=size)
+                output.tensor_content = value.tobytes()
+            return response
 
     server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=16),
                          options=[("grpc.max_receive_message_length", 64 << 20), ("grpc.so_reuseport", 0)])
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(Echo(), server)
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(Minimal(), server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     print(f"gRPC API on 127.0.0.1:{port};", flush=True)
@@ -133,11 +152,15 @@ def echo_server() -> int:
     return 0
 
 
+def start_minimal_server(model_dir: str | None) -> tuple:
+    """Starts :func:`minimal_server` in a subprocess; returns (process, gRPC port)."""
+    command = [sys.executable, os.path.abspath(__file__), "--minimal-server", *([model_dir] if model_dir else [])]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    return process, int(process.stdout.readline().split("127.0.0.1:")[1].rstrip(";\n"))
+
+
 def start_server(models: str, name: str, batching_file: str | None) -> tuple:
-    if name is None:
-        command = [sys.executable, os.path.abspath(__file__), "--echo-server"]
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        return process, int(process.stdout.readline().split("127.0.0.1:")[1].rstrip(";\n"))
+    """Starts ``ufl serve`` for MODELS/NAME in a subprocess; returns (process, gRPC port)."""
     command = [sys.executable, "-m", "ufl.cli", "serve", "--port", "0", "--rest_api_port", "0",
                "--model_name", name, "--model_base_path", os.path.join(models, name), "--backend", "ufl",
                "--file_system_poll_wait_seconds", "0"]
@@ -158,10 +181,10 @@ def main() -> int:
     parser.add_argument("--n-steps", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=4.0, help="per measurement and peer")
     parser.add_argument("--rounds", type=int, default=4, help="alternating rounds per measurement")
-    parser.add_argument("--echo-server", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--minimal-server", nargs="?", const="", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.echo_server:
-        return echo_server()
+    if args.minimal_server is not None:
+        return minimal_server(args.minimal_server or None)
 
     import grpc
     from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
@@ -212,14 +235,23 @@ def main() -> int:
 
                 np.testing.assert_allclose(over_grpc(batch), in_process(batch), rtol=1e-4, atol=1e-5)
                 calls_by_size[size][label] = over_grpc
-        process, port = start_server(workdir, None, None)
-        servers.append(process)
-        server_pids["grpc_floor"] = process.pid
-        channels.append(grpc.insecure_channel(f"127.0.0.1:{port}", options=CHANNEL_OPTIONS))
-        echo_stub = prediction_service_pb2_grpc.PredictionServiceStub(channels[-1])
-        echo_request = predict_pb2.PredictRequest()
-        fill_tensor_proto(echo_request.inputs[input_key], batches[1])
-        calls_by_size[1]["grpc_floor"] = lambda _: echo_stub.Predict(echo_request, timeout=60)
+        for label, model in (("grpc_floor", None), ("minimal_server", version_dir)):
+            process, port = start_minimal_server(model)
+            servers.append(process)
+            server_pids[label] = process.pid
+            channels.append(grpc.insecure_channel(f"127.0.0.1:{port}", options=CHANNEL_OPTIONS))
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channels[-1])
+            for size, batch in batches.items():
+                if model is None and size != 1:
+                    continue
+                request = predict_pb2.PredictRequest()
+                fill_tensor_proto(request.inputs[input_key], batch)
+
+                def over_grpc(_, request=request, stub=stub):
+                    response = stub.Predict(request, timeout=60)
+                    return [ndarray_from_tensor_proto(value) for value in response.outputs.values()]
+
+                calls_by_size[size][label] = over_grpc
         for size, batch in batches.items():
             for clients in (1, 8):
                 measured = measure(calls_by_size[size], batch, clients, args.seconds, args.rounds, server_pids)
@@ -250,6 +282,10 @@ def main() -> int:
         results[f"{label}_cpu_ratio_b256_c1"] = round(
             results["in_process_b256_c1"]["cpu_ms_per_call"] / results[f"{label}_b256_c1"]["cpu_ms_per_call"], 3)
     results["grpc_floor_p50_ms_b1_c1"] = results["grpc_floor_b1_c1"]["p50_ms"]
+    results["served_vs_minimal_server_p50_ms_b1_c1"] = round(
+        results["served_b1_c1"]["p50_ms"] - results["minimal_server_b1_c1"]["p50_ms"], 3)
+    results["served_vs_minimal_server_cpu_ms_b1_c1"] = round(
+        results["served_b1_c1"]["cpu_ms_per_call"] - results["minimal_server_b1_c1"]["cpu_ms_per_call"], 3)
     results["goal_overhead_le_1ms"] = results["served_overhead_p50_ms_b1_c1"] <= 1.0
     results["goal_throughput_b256_ge_90pct"] = results["served_throughput_ratio_b256_c1"] >= 0.9
     print(json.dumps(results, sort_keys=True))
