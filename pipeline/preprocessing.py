@@ -178,14 +178,14 @@ def preprocess(config, pipeline_args: Sequence[str] = (), *, verbose: bool = Fal
     try:
         pipeline = beam.Pipeline(options=beam_options(pipeline_args))
         build_pipeline(pipeline, source, units, options, config, temp_dir)
-        result = pipeline.run()
-        try:
-            with Progress(temp_dir, config.num_shards, say):
+        with Progress(temp_dir, config.num_shards, say):  # some runners finish inside run()
+            result = pipeline.run()
+            try:
                 result.wait_until_finish()
-        finally:
-            client = getattr(result, "client", None)  # the Dask runner's own client: close it once done
-            if client is not None:
-                client.close()
+            finally:
+                client = getattr(result, "client", None)  # the Dask runner's own client: close it once done
+                if client is not None:
+                    client.close()
         with FileSystems.open(FileSystems.join(temp_dir, SUMMARY_FILE)) as handle:
             summary = json.loads(handle.read().decode("utf-8"))
         check_rejections(summary, config, temp_dir)
@@ -233,8 +233,9 @@ class Progress:
             except Exception:  # progress is best effort
                 shards = []
             written = sum(item.size_in_bytes for item in shards)
-            self.say(f"ufl preprocess: {time.monotonic() - self.started:.0f} s: {len(shards)} shard files "
-                     f"started (of up to {2 * self.num_shards}), {written / 1e6:.1f} MB written", flush=True)
+            state = (f"{len(shards)} shard files started (of up to {2 * self.num_shards}), "
+                     f"{written / 1e6:.1f} MB written" if shards else "reading inputs, computing statistics")
+            self.say(f"ufl preprocess: {time.monotonic() - self.started:.0f} s: {state}", flush=True)
 
 
 class RejectionError(ConfigError):
