@@ -239,3 +239,17 @@ def test_matlab_patches_and_a_tfds_dataset_through_the_pipeline(tmp_path):
     data = read_all(tmp_path / "tfds-data", with_labels=True)
     assert data["patch"].shape == (30, 16) and data["patch"].min() == 0.0 and data["patch"].max() == 1.0
     assert sorted(np.bincount(data["label"])) == [7, 7, 8, 8]
+
+
+def test_progress_reports_the_shards_being_written(tmp_path):
+    import time
+
+    from ufl.pipeline.preprocessing import Progress
+
+    lines = []
+    with Progress(str(tmp_path), 2, lambda line, **kwargs: lines.append(line), interval=0.05):
+        time.sleep(0.2)
+        (tmp_path / "train-00000-of-00002.tfrecord.gz").write_bytes(b"x" * 300_000)
+        time.sleep(0.2)
+    assert "reading inputs, computing statistics" in lines[0]
+    assert lines[-1].endswith("1 shard files started (of up to 4), 0.3 MB written")
