@@ -86,7 +86,12 @@ def strategy_name(strategy: tf.distribute.Strategy) -> str:
 
 
 def worker_count(strategy: tf.distribute.Strategy) -> int:
-    return int(getattr(strategy.extended, "_num_workers", 1) or 1)
+    """Processes taking part in training (the chief and the workers of TF_CONFIG's cluster; 1 otherwise)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return 1
+    cluster = resolver.cluster_spec().as_dict()
+    return max(1, len(cluster.get("chief", [])) + len(cluster.get("worker", [])))
 
 
 class DistributedInput:
