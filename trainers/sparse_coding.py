@@ -173,17 +173,19 @@ class SparseCodingModel(FeatureLearner):
       dictionary_init: ``data`` (default: the first batch's patches, normalized, as SPAMS and scikit-learn
         do) or ``initializer`` (the layer's ``dictionary_initializer``).
       bcd_passes: online mode: block-coordinate-descent sweeps over the atoms per batch (> 0). Default 1.
-      seed: seed of the small noise added to data-initialized atoms.
       **layer_arguments: the ``SparseCoding`` arguments (``sparsity_weight``, ``inference``, ...).
     """
 
+    #: Model-config keys taken through ``**layer_arguments`` (for ``--set model.<key>=...`` validation).
+    extra_arguments = _LAYER_ARGUMENTS
+
     def __init__(self, sample_shape, n_atoms: int = 256, *, dictionary_update: str = "online",
-                 dictionary_init: str = "data", bcd_passes: int = 1, seed: int = 0,
+                 dictionary_init: str = "data", bcd_passes: int = 1,
                  name: str = "sparse_coding", **layer_arguments):
         super().__init__(sample_shape, name=name)
         unknown = sorted(set(layer_arguments) - set(_LAYER_ARGUMENTS))
         _require(not unknown, "argument", ", ".join(unknown),
-                 "use n_atoms, dictionary_update, dictionary_init, bcd_passes, seed or "
+                 "use n_atoms, dictionary_update, dictionary_init, bcd_passes or "
                  + ", ".join(_LAYER_ARGUMENTS))
         _require(dictionary_update in DICTIONARY_UPDATES, "dictionary_update", dictionary_update,
                  "use one of: " + ", ".join(DICTIONARY_UPDATES))
@@ -198,7 +200,6 @@ class SparseCodingModel(FeatureLearner):
         self.dictionary_update = dictionary_update
         self.dictionary_init = dictionary_init
         self.bcd_passes = int(bcd_passes)
-        self.seed = int(seed)
         self.layer_arguments = dict(layer_arguments)
         self.uses_optimizer = dictionary_update == "gradient"
         self.coder = SparseCoding(self.n_atoms, name="coder", **layer_arguments)
@@ -247,7 +248,7 @@ class SparseCodingModel(FeatureLearner):
                 "nonzeros": tf.reduce_mean(tf.reduce_sum(nonzero, -1))}
 
     def _initialize_from_data(self, patches: tf.Tensor) -> None:
-        """At the first update, atoms := (the first replica's) batch patches + 1% noise, normalized; every
+        """At the first update, atoms := (the first replica's) batch patches, normalized; every
         replica gets the same atoms."""
         context = tf.distribute.get_replica_context()
         if context is not None and context.num_replicas_in_sync > 1:
@@ -255,9 +256,11 @@ class SparseCodingModel(FeatureLearner):
             patches = context.all_reduce(tf.distribute.ReduceOp.SUM, patches * first)
 
         def initial_atoms():
-            atoms = tf.gather(patches, tf.range(self.n_atoms) % tf.shape(patches)[0])
-            scale = tf.sqrt(tf.reduce_mean(tf.square(patches)) + 1e-12)
-            atoms += 0.01 * scale * tf.random.stateless_normal(tf.shape(atoms), seed=[self.seed, 17])
+            # 1% of another patch keeps atoms distinct when the batch is smaller than n_atoms (deterministic,
+            # unlike random noise, whose generator differs between XLA and TF kernels)
+            index = tf.range(self.n_atoms)
+            size = tf.shape(patches)[0]
+            atoms = tf.gather(patches, index % size) + 0.01 * tf.gather(patches, (index + 1) % size)
             return atoms / tf.maximum(tf.norm(atoms, axis=1, keepdims=True), 1e-12)
 
         self.dictionary.assign(tf.cond(tf.equal(self.update_count, 0), initial_atoms,
@@ -303,7 +306,7 @@ class SparseCodingModel(FeatureLearner):
         config = super().get_config()
         config.update({key: layer_config[key] for key in _LAYER_ARGUMENTS})
         config.update(n_atoms=self.n_atoms, dictionary_update=self.dictionary_update,
-                      dictionary_init=self.dictionary_init, bcd_passes=self.bcd_passes, seed=self.seed)
+                      dictionary_init=self.dictionary_init, bcd_passes=self.bcd_passes)
         return config
 
 
