@@ -282,3 +282,26 @@ def test_reload_config_request_swaps_the_served_models(tmp_path, coder):
         status = models.HandleReloadConfigRequest(reload_request, timeout=30).status
         assert status.error_code == 3 and "is not a directory" in status.error_message
         assert predict.Predict(request(lib.patches(1), name="renamed"), timeout=30).outputs["codes"].tensor_shape.dim
+
+
+def test_binds_loopback_only_by_default(tmp_path, coder):
+    import socket
+
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        probe.connect(("10.255.255.255", 1))  # UDP: no packet is sent, it only picks the outward interface
+        outward = probe.getsockname()[0]
+    except OSError:
+        outward = "127.0.0.1"
+    finally:
+        probe.close()
+    if outward.startswith("127."):
+        pytest.skip("this machine has no non-loopback interface to probe")
+    base = str(tmp_path / "coder")
+    lib.install_version(coder, base, 1)
+    with lib.start_server(base, rest=True, poll_wait_seconds=0) as server:
+        for port in (server.port, server.rest_api_port):
+            with socket.create_connection(("127.0.0.1", port), timeout=5):
+                pass
+            with pytest.raises(OSError):
+                socket.create_connection((outward, port), timeout=5).close()
