@@ -11,6 +11,7 @@ import concurrent.futures
 import logging
 import os
 import threading
+import weakref
 from typing import Dict, Optional, Sequence, Tuple
 
 import grpc
@@ -33,6 +34,7 @@ class Predictor:
         self.manager = manager
         self.batching = batching
         self._queues: Dict[tuple, BatchQueue] = {}
+        self._unloaded: "weakref.WeakSet[ServableVersion]" = weakref.WeakSet()
         self._lock = threading.Lock()
 
     def predict(self, name: str, version: Optional[int], label: str, signature_name: str,
@@ -42,16 +44,23 @@ class Predictor:
         servable = self.manager.resolve(name, version, label)
         signature_name, outputs = servable.validate(inputs, signature_name, output_filter)
         rows = {value.shape[0] if value.ndim else -1 for value in inputs.values()}
-        if self.batching is None or len(rows) != 1 or not 0 < min(rows) <= self.batching.max_batch_size:
+        queue = None
+        if self.batching is not None and len(rows) == 1 and 0 < min(rows) <= self.batching.max_batch_size:
+            queue = self._queue(servable, signature_name, inputs)
+        if queue is None:
             results = servable.run(signature_name, inputs)
         else:
-            results = self._queue(servable, signature_name, inputs).submit(inputs, rows.pop())
+            results = queue.submit(inputs, rows.pop())
         return servable, signature_name, {key: results[key] for key in outputs}
 
-    def _queue(self, servable: ServableVersion, signature_name: str, inputs: Dict[str, np.ndarray]) -> BatchQueue:
+    def _queue(self, servable: ServableVersion, signature_name: str,
+               inputs: Dict[str, np.ndarray]) -> Optional[BatchQueue]:
+        """The batch queue for these inputs; None for a version unloaded since the request resolved it."""
         key = (id(servable), signature_name,
                tuple(sorted((name, value.dtype.str, value.shape[1:]) for name, value in inputs.items())))
         with self._lock:
+            if servable in self._unloaded:
+                return None
             queue = self._queues.get(key)
             if queue is None:
                 queue = self._queues[key] = BatchQueue(servable, signature_name, self.batching)
@@ -60,6 +69,7 @@ class Predictor:
     def drop(self, servable: ServableVersion) -> None:
         """Closes the batch queues of an unloaded version."""
         with self._lock:
+            self._unloaded.add(servable)
             for key in [key for key in self._queues if key[0] == id(servable)]:
                 self._queues.pop(key).close()
 
