@@ -3,9 +3,12 @@
 The job (issue 3): 200,000 random 16x16 patches from the 10 built-in photos (20,000 per photo), per-patch
 contrast normalization then ZCA whitening (statistics over all patches), written as 4 GZIP TFRecord shards of
 tf.train.Example. The plain script is what one would write by hand: numpy + scikit-learn's
-``extract_patches_2d`` + ``np.linalg.eigh`` + ``tf.io.TFRecordWriter`` (one process). ufl runs its Beam
-pipeline on the DirectRunner with 2 worker processes (its default) and, as a second figure, in one process
-(``--direct_running_mode=in_memory``). Prints one JSON line; ``ratio`` = ufl seconds / plain seconds.
+``extract_patches_2d`` + ``np.linalg.eigh`` + ``tf.io.TFRecordWriter`` (one process), timed twice: as is
+(numpy's default multi-threaded BLAS) and with BLAS limited to one thread (``threadpoolctl``; on a busy
+machine multi-threaded OpenBLAS spin-waits, which ufl avoids the same way). ufl runs its Beam pipeline on the
+DirectRunner with 2 worker processes (its default) and, as a second figure, in one process
+(``--direct_running_mode=in_memory``). Prints one JSON line; ``ratio`` = ufl seconds / plain seconds,
+``ratio_vs_plain_1thread`` = ufl seconds / single-thread-BLAS plain seconds.
 
   python benchmarks/preprocess.py [--patches-per-image 20000] [--patch-size 16]
 """
@@ -92,6 +95,12 @@ def main() -> int:
         plain_dir = os.path.join(root, "plain")
         os.makedirs(plain_dir)
         plain_count, plain_seconds = timed(plain_script, plain_dir, **sizes)
+        from threadpoolctl import threadpool_limits
+
+        tuned_dir = os.path.join(root, "plain-1thread")
+        os.makedirs(tuned_dir)
+        with threadpool_limits(limits=1, user_api="blas"):
+            _, tuned_seconds = timed(plain_script, tuned_dir, **sizes)
         ufl_count, ufl_seconds = timed(ufl_preprocess, os.path.join(root, "ufl"), [], **sizes)
         _, in_memory_seconds = timed(ufl_preprocess, os.path.join(root, "ufl-in-memory"),
                                      ["--direct_running_mode=in_memory", "--direct_num_workers=1"], **sizes)
@@ -101,10 +110,12 @@ def main() -> int:
             "patch_size": args.patch_size,
             "normalize": "contrast,zca",
             "plain_seconds": round(plain_seconds, 2),
+            "plain_1thread_seconds": round(tuned_seconds, 2),
             "ufl_seconds": round(ufl_seconds, 2),
             "ufl_in_memory_seconds": round(in_memory_seconds, 2),
             "ratio": round(ufl_seconds / plain_seconds, 3),
             "ratio_in_memory": round(in_memory_seconds / plain_seconds, 3),
+            "ratio_vs_plain_1thread": round(ufl_seconds / tuned_seconds, 3),
             "ufl_patches_per_second": round(ufl_count / ufl_seconds),
             "plain_patches_per_second": round(plain_count / plain_seconds),
             "plain_bytes": folder_bytes(plain_dir),
