@@ -100,7 +100,8 @@ def test_serving_command_starts_from_the_files_ufl_export_writes(dockerfile, tmp
     from google.protobuf import text_format
 
     from ufl.commands import serve
-    from ufl.export.saved_model import write_server_configs
+    from ufl.export.saved_model import CONTAINER_CONFIG_FILE, CONTAINER_MODEL_ROOT, write_server_configs
+    from ufl.export.signatures import BATCHING_CONFIG_FILE
 
     global_args, stages = dockerfile
     serving = stages["serving"]
@@ -131,8 +132,10 @@ def test_serving_command_starts_from_the_files_ufl_export_writes(dockerfile, tmp
         return models / path[len("/models/"):]
 
     config_path = in_image(flags.model_config_file)
-    assert config_path.name == "models.container.config" and config_path.is_file()
-    assert in_image(flags.batching_parameters_file).is_file()
+    assert config_path.name == CONTAINER_CONFIG_FILE and config_path.is_file()
+    batching_path = in_image(flags.batching_parameters_file)
+    assert batching_path.name == BATCHING_CONFIG_FILE and batching_path.is_file()
+    assert CONTAINER_MODEL_ROOT == "/models"
     config = text_format.Parse(config_path.read_text(), model_server_config_pb2.ModelServerConfig())
     assert [entry.name for entry in config.model_config_list.config] == ["patches"]
     for entry in config.model_config_list.config:
