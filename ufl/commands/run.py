@@ -1,12 +1,168 @@
-"""`ufl run`: not implemented yet."""
+"""`ufl run`: the whole batch job — preprocess → train → export → serve → one gRPC call → stop → summary."""
+from __future__ import annotations
+
 import argparse
+import dataclasses
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+EXAMPLES = """examples:
+  ufl run --workdir work                                   # builtin:natural, preset sparse-coding
+  ufl run --source builtin:digits --preset dense-ae --workdir work-digits
+  ufl run --preset sparse-coding --epochs 1 --workdir /tmp/quick
+
+Layout written under WORKDIR: data/ (ufl preprocess), run/ (ufl train), models/NAME/VERSION/ (ufl export).
+Rerunning reuses a complete data/ made from the same source, resumes or reuses run/, and exports a new version.
+"""
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser("run", help="(run: in progress)",
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = subparsers.add_parser(
+        "run", help="the whole batch job: preprocess, train, export, serve and check one gRPC answer",
+        description=__doc__, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workdir", required=True, help="folder for data/, run/ and models/")
+    parser.add_argument("--source", default=None,
+                        help="image source spec (default: the preset's own, builtin:natural for sparse-coding)")
+    parser.add_argument("--preset", default="sparse-coding", help="training preset (ufl train --list-presets)")
+    parser.add_argument("--name", default=None, help="served model name (default: the preset name)")
+    parser.add_argument("--epochs", type=int, default=None, help="override the preset's epochs")
+    parser.add_argument("--restart", action="store_true",
+                        help="preprocess and train again from scratch instead of reusing data/ and run/")
+    parser.add_argument("--no-serve", action="store_true", help="stop after export (no server check)")
     parser.set_defaults(run=run)
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def stage(title: str) -> float:
+    print(f"\n== {title}", flush=True)
+    return time.perf_counter()
+
+
+def done(start: float) -> None:
+    print(f"   done in {time.perf_counter() - start:.1f} s", flush=True)
+
+
 def run(args) -> int:
-    raise SystemExit("ufl run is not implemented yet")
+    import numpy as np
+    import tensorflow as tf
+
+    from ufl.commands.train import build_train_config
+    from ufl.config import ExportConfig, PreprocessConfig
+    from ufl.export import export_run
+    from ufl.export.client import predict, wait_until_available
+    from ufl.export.signatures import PATCHES_INPUT, SERVING_DEFAULT
+    from ufl.pipeline import load_metadata, preprocess
+    from ufl.trainers.presets import get_preset
+    from ufl.trainers.strategy import choose_strategy
+    from ufl.trainers.train_loop import train
+
+    workdir = os.path.abspath(args.workdir)
+    data_dir, run_dir, model_base = (os.path.join(workdir, name) for name in ("data", "run", "models"))
+    preset = get_preset(args.preset)
+    name = args.name or args.preset
+    pipeline_start = time.perf_counter()
+
+    start = stage(f"preprocess {args.source or preset.data.get('source')} -> {data_dir}")
+    # A preset's data recipe may carry notes for people (e.g. an alternative source); keep the config fields.
+    fields = {field.name for field in dataclasses.fields(PreprocessConfig)}
+    data_options = {key: value for key, value in preset.data.items() if key in fields - {"out", "overwrite"}}
+    source = args.source or data_options.pop("source", "builtin:natural")
+    data_options.pop("source", None)
+    if not args.restart and _is_complete(data_dir, source, load_metadata):
+        print(f"   reusing complete {data_dir} (use --restart to preprocess again)")
+    else:
+        preprocess(PreprocessConfig(source=source, out=data_dir, overwrite=True, **data_options))
+    done(start)
+
+    start = stage(f"train {args.preset} -> {run_dir}")
+    overrides = {} if args.epochs is None else {"epochs": args.epochs}
+    train_config = build_train_config(args.preset, data=data_dir, out=run_dir, overrides=overrides,
+                                      restart=args.restart)
+    metrics = train(train_config, strategy=choose_strategy(train_config.strategy))
+    done(start)
+
+    start = stage(f"export -> {model_base}/{name}")
+    version_dir = export_run(ExportConfig(run=run_dir, model_base=model_base, name=name))
+    print(f"   wrote {version_dir}")
+    done(start)
+
+    serve_command = (f"ufl serve --model_config_file {os.path.join(model_base, 'models.config')} "
+                     "--port 8500 --rest_api_port 8501")
+    if not args.no_serve:
+        start = stage("serve and check one gRPC Predict answer")
+        patches = _raw_patches(data_dir)
+        grpc_port, rest_port = free_port(), free_port()
+        server = subprocess.Popen(
+            [sys.executable, "-m", "ufl.cli", "serve", "--port", str(grpc_port),
+             "--rest_api_port", str(rest_port), "--model_name", name,
+             "--model_base_path", os.path.join(model_base, name)])
+        try:
+            target = f"127.0.0.1:{grpc_port}"
+            wait_until_available(target, name, timeout=120)
+            served = predict(target, name, patches, signature_name=SERVING_DEFAULT, input_key=PATCHES_INPUT)
+            local = tf.saved_model.load(version_dir).signatures[SERVING_DEFAULT](
+                **{PATCHES_INPUT: tf.constant(patches)})
+            local = next(iter(local.values())).numpy()
+            error = float(np.max(np.abs(served - local)))
+            print(f"   gRPC Predict on {target}: {len(patches)} patches -> codes {served.shape}, "
+                  f"max |served - in-process| = {error:.2e}")
+            if not np.allclose(served, local, rtol=1e-4, atol=1e-5):
+                print("ufl run: error: the served codes differ from the in-process SavedModel's",
+                      file=sys.stderr)
+                return 1
+        finally:
+            server.send_signal(signal.SIGTERM)
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+        done(start)
+
+    plots = os.path.join(run_dir, "plots")
+    print(f"\n== ufl run finished in {time.perf_counter() - pipeline_start:.0f} s")
+    print(f"   DATA    {data_dir}")
+    print(f"   RUN     {run_dir}  (plots: {plots}/filters.png, reconstructions.png, loss.png)")
+    print(f"   MODELS  {version_dir}")
+    for key in ("eval_objective", "train_objective", "mean_nonzeros", "examples_per_second"):
+        if key in metrics:
+            print(f"   {key:<20} {metrics[key]}")
+    print(f"   serve it with:  {serve_command}")
+    return 0
+
+
+def _is_complete(data_dir: str, source: str, load_metadata) -> bool:
+    """DATA/ exists, is complete (metadata.json written last) and was made from ``source``."""
+    try:
+        return load_metadata(data_dir).get("source") == source
+    except Exception:  # an absent or stale DATA/ is simply rebuilt
+        return False
+
+
+def _raw_patches(data_dir: str, count: int = 16):
+    """``count`` raw patches in [0, 1] of the model's sample size, cut from the run's own source images."""
+    import numpy as np
+
+    from ufl.pipeline import load_images, load_metadata
+
+    metadata = load_metadata(data_dir)
+    rows, cols = metadata["patch_size"]
+    channels = int(metadata["channels"])
+    images, _ = load_images(metadata["source"], color="gray" if channels == 1 else "rgb")
+    rng = np.random.default_rng(0)
+    patches = []
+    for index in rng.integers(0, len(images), size=count):
+        image = images[index]
+        top = rng.integers(0, image.shape[0] - rows + 1)
+        left = rng.integers(0, image.shape[1] - cols + 1)
+        patches.append(image[top:top + rows, left:left + cols, :channels].reshape(-1))
+    return np.stack(patches).astype(np.float32)
