@@ -2,10 +2,10 @@
 
 ``Moments`` holds count, mean and the centered scatter matrix of ``(m, d)`` blocks of patches, merged with
 Chan et al.'s pairwise update, which stays accurate where ``sum(x x^T) - n mean mean^T`` loses digits; it
-also tracks the global min and max. ``MomentsCombineFn`` combines blocks in whatever order the runner
-delivers them. ``OrderedMomentsCombineFn`` combines per-unit moments ``(unit_index, Moments)`` along a fixed
-tree (units folded in index order in groups of ``FAN_IN``, groups likewise), so the float64 result is
-bit-identical whatever the runner, the bundles or the merge order: DATA/ stays byte-identical across runs.
+also tracks the global min and max. ``OrderedMomentsCombineFn`` combines per-unit moments
+``(unit_index, Moments)`` in one pass along a fixed tree (units folded in index order in groups of
+``FAN_IN``, groups likewise), so the float64 result is bit-identical whatever the runner, the bundles or the
+merge order: DATA/ stays byte-identical across runs.
 ``step_statistics`` turns moments into the stats.npz arrays a normalization step needs (``STATS_KEYS`` of
 normalize.py), the same arrays ``normalize.fit_statistics`` computes in memory.
 """
@@ -62,29 +62,6 @@ class Moments:
 
     def __reduce__(self):
         return Moments, (self.count, self.mean, self.scatter, self.minimum, self.maximum)
-
-
-class MomentsCombineFn(beam.CombineFn):
-    """Combines ``(m, d)`` float patch blocks into their Moments (scatter only when ``with_scatter``)."""
-
-    def __init__(self, with_scatter: bool):
-        super().__init__()
-        self.with_scatter = with_scatter
-
-    def create_accumulator(self) -> Moments:
-        return Moments()
-
-    def add_input(self, accumulator: Moments, block: np.ndarray) -> Moments:
-        return accumulator.merge(Moments.of(block, self.with_scatter))
-
-    def merge_accumulators(self, accumulators) -> Moments:
-        merged = Moments()
-        for accumulator in accumulators:
-            merged = merged.merge(accumulator)
-        return merged
-
-    def extract_output(self, accumulator: Moments) -> Moments:
-        return accumulator
 
 
 class OrderedMomentsCombineFn(beam.CombineFn):

@@ -176,13 +176,9 @@ class BuiltinSource(ArraySource):
 
             return lfw_subset()[:100].astype(np.float32), None  # the first 100 of 200 are the faces
         if name == "mnist":
-            path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "ufl", "data",
-                                "mnist10k.npz")
-            if not os.path.exists(path):  # installed (non-editable) package: data next to ufl/__init__
-                import ufl
+            import ufl
 
-                path = os.path.join(os.path.dirname(ufl.__file__), "data", "mnist10k.npz")
-            with np.load(path) as data:
+            with np.load(os.path.join(os.path.dirname(ufl.__file__), "data", "mnist10k.npz")) as data:
                 return data["images"], data["labels"].astype(np.int64)
         raise ConfigError(f"builtin source {name!r} is invalid; use natural, digits, faces or mnist")
 
