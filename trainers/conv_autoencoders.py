@@ -294,7 +294,8 @@ def plot_feature_maps(model: _ConvAutoencoderBase, patches: np.ndarray, path: st
             axes[row, column + 1].imshow(maps[row, :, :, column], cmap="viridis")
             if row == 0:
                 axes[row, column + 1].set_title(f"map {column}", fontsize=7)
-    axes[-1, 0].set_title("kernels", fontsize=7)
+    axes[-1, 0].text(0.5, 0.5, "first-layer\nkernels", ha="center", va="center", fontsize=7)
+    axes[-1, 0].axis("off")
     for column in range(n_maps):
         axes[-1, column + 1].imshow(kernels[column].mean(axis=-1), cmap="gray")
     for axis in axes.ravel():
