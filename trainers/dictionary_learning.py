@@ -84,3 +84,33 @@ def update_dictionary(dictionary: tf.Tensor, code_gram_stat: tf.Tensor, code_pat
 
     _, dictionary = tf.while_loop(lambda i, _: i < total, body, (tf.constant(0), dictionary))
     return dictionary
+
+
+def replace_redundant_atoms(dictionary: tf.Tensor, code_gram_stat: tf.Tensor, code_patch_stat: tf.Tensor,
+                            patches: tf.Tensor, *, max_cosine: float = 0.95
+                            ) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Replaces atoms that duplicate an earlier atom (|cos| > ``max_cosine``) by batch patches.
+
+    Two atoms converging to the same feature is the usual local minimum of dictionary learning; SPAMS
+    prunes such atoms the same way (``clean``). Atom j is replaced by patch ``j mod batch`` (normalized) and
+    its rows and columns of the statistics are cleared, so the next updates learn it afresh.
+
+    Args:
+      dictionary: ``(n_atoms, patch_dim)``.
+      code_gram_stat, code_patch_stat: C ``(n_atoms, n_atoms)`` and B ``(n_atoms, patch_dim)``.
+      patches: ``(batch, patch_dim)``, the same on every replica (the caller's job).
+      max_cosine: atoms more similar than this to an earlier atom are replaced.
+    Returns:
+      ``(dictionary, C, B)`` updated.
+    """
+    norms = tf.maximum(tf.norm(dictionary, axis=1, keepdims=True), 1e-12)
+    unit = dictionary / norms
+    cosines = tf.abs(tf.matmul(unit, unit, transpose_b=True))
+    earlier = tf.linalg.band_part(tf.ones_like(cosines), -1, 0) - tf.eye(tf.shape(cosines)[0])
+    duplicate = tf.reduce_any((cosines * earlier) > max_cosine, axis=1)
+    index = tf.range(tf.shape(dictionary)[0]) % tf.shape(patches)[0]
+    fresh = tf.gather(patches, index)
+    fresh /= tf.maximum(tf.norm(fresh, axis=1, keepdims=True), 1e-12)
+    keep = tf.cast(tf.logical_not(duplicate), dictionary.dtype)[:, tf.newaxis]
+    dictionary = tf.where(duplicate[:, tf.newaxis], fresh, dictionary)
+    return dictionary, code_gram_stat * keep * tf.transpose(keep), code_patch_stat * keep

@@ -247,13 +247,18 @@ class SparseCodingModel(FeatureLearner):
                 "sparsity": tf.reduce_mean(nonzero),
                 "nonzeros": tf.reduce_mean(tf.reduce_sum(nonzero, -1))}
 
-    def _initialize_from_data(self, patches: tf.Tensor) -> None:
-        """At the first update, atoms := (the first replica's) batch patches, normalized; every
-        replica gets the same atoms."""
+    def _first_replica_patches(self, patches: tf.Tensor) -> tf.Tensor:
+        """The first replica's batch, on every replica (so that choices made from data agree)."""
         context = tf.distribute.get_replica_context()
         if context is not None and context.num_replicas_in_sync > 1:
             first = tf.cast(tf.equal(context.replica_id_in_sync_group, 0), patches.dtype)
             patches = context.all_reduce(tf.distribute.ReduceOp.SUM, patches * first)
+        return patches
+
+    def _initialize_from_data(self, patches: tf.Tensor) -> None:
+        """At the first update, atoms := (the first replica's) batch patches, normalized; every
+        replica gets the same atoms."""
+        patches = self._first_replica_patches(patches)
 
         def initial_atoms():
             # 1% of another patch keeps atoms distinct when the batch is smaller than n_atoms (deterministic,
@@ -276,10 +281,13 @@ class SparseCodingModel(FeatureLearner):
             metrics = self._batch_metrics(patches, codes, self.coder.objective(patches, codes), dictionary)
             code_gram, code_patch = dictionary_learning.update_statistics(
                 self.code_gram_stat, self.code_patch_stat, codes, patches, self.update_count)
+            dictionary = dictionary_learning.update_dictionary(dictionary, code_gram, code_patch,
+                                                               n_passes=self.bcd_passes)
+            dictionary, code_gram, code_patch = dictionary_learning.replace_redundant_atoms(
+                dictionary, code_gram, code_patch, self._first_replica_patches(patches))
             self.code_gram_stat.assign(code_gram)
             self.code_patch_stat.assign(code_patch)
-            self.dictionary.assign(dictionary_learning.update_dictionary(
-                dictionary, code_gram, code_patch, n_passes=self.bcd_passes))
+            self.dictionary.assign(dictionary)
         else:
             with tf.GradientTape() as tape:
                 codes = self.coder.encode(patches)
