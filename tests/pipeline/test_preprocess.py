@@ -2,6 +2,7 @@
 
 Beam pipelines take seconds to start, so each DATA/ is made once per module and shared.
 """
+import dataclasses
 import json
 import os
 
@@ -253,3 +254,14 @@ def test_progress_reports_the_shards_being_written(tmp_path):
         time.sleep(0.2)
     assert "reading inputs, computing statistics" in lines[0]
     assert lines[-1].endswith("1 shard files started (of up to 4), 0.3 MB written")
+
+
+@pytest.mark.slow
+def test_default_runner_with_two_worker_processes_writes_the_same_bytes(digits, tmp_path):
+    out, config, _ = digits
+    again = tmp_path / "default-runner"
+    preprocess(dataclasses.replace(config, out=str(again)))  # no Beam options: 2 worker processes
+    names = sorted(f for f in os.listdir(out) if f.endswith((".gz", ".npz", ".jsonl")))
+    assert names == sorted(f for f in os.listdir(again) if f.endswith((".gz", ".npz", ".jsonl")))
+    for name in names:
+        assert (out / name).read_bytes() == (again / name).read_bytes(), name
