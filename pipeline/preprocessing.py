@@ -96,7 +96,7 @@ def check_output(config) -> None:
         if not config.overwrite:
             raise ConfigError(f"out {config.out!r} already holds a complete ufl DATA/ directory; pass "
                               "--overwrite to replace it or choose another --out")
-    elif FileSystems.exists(out) and os.path.isdir(out) and os.listdir(out):
+    elif listing(out):
         raise ConfigError(f"out {config.out!r} is a non-empty folder that is not a ufl DATA/ directory "
                           "(no metadata.json); choose an empty or new --out")
 
@@ -117,24 +117,45 @@ def temporary_sibling(out: str) -> str:
     return FileSystems.join(parent or ".", f".{name}.tmp-{uuid.uuid4().hex[:8]}")
 
 
+def is_remote(path: str) -> bool:
+    return "://" in path
+
+
+def listing(folder: str) -> list:
+    """Paths of the files directly in ``folder`` (empty when it does not exist)."""
+    if not is_remote(folder):
+        return [os.path.join(folder, name) for name in os.listdir(folder)] if os.path.isdir(folder) else []
+    try:
+        return [item.path for item in FileSystems.match([FileSystems.join(folder, "*")])[0].metadata_list]
+    except Exception:  # an absent prefix matches nothing
+        return []
+
+
 def move_dir(source: str, destination: str) -> None:
-    """Renames a folder: one rename locally; file by file on object stores (gs://, s3://), which have none."""
-    if "://" not in source:
+    """Renames a folder: one rename locally; file by file on object stores (gs://, s3://), which have none,
+    with metadata.json last so that the destination looks complete only when it is."""
+    if not is_remote(source):
         os.replace(source, destination)
         return
-    files = [item.path for item in FileSystems.match([FileSystems.join(source, "*")])[0].metadata_list]
-    names = [path[len(source.rstrip("/")) + 1:] for path in files]
-    # metadata.json last, so that the destination looks complete only when it is.
-    order = sorted(range(len(files)), key=lambda i: names[i] == layout.METADATA_FILE)
-    for index in order:
-        FileSystems.rename([files[index]], [FileSystems.join(destination, names[index])])
+    files = sorted(listing(source), key=lambda path: path.endswith("/" + layout.METADATA_FILE))
+    for path in files:
+        FileSystems.rename([path], [FileSystems.join(destination, path.rsplit("/", 1)[1])])
 
 
 def publish(temp_dir: str, out: str) -> None:
-    """Moves the complete ``temp_dir`` to ``out`` (replacing an old DATA/ only after the new one is whole)."""
+    """Moves the complete ``temp_dir`` to ``out``, replacing an old DATA/ only once the new one is whole."""
     out = out.rstrip("/")
+    if is_remote(out):
+        old_files = listing(out)
+        metadata = [path for path in old_files if path.endswith("/" + layout.METADATA_FILE)]
+        if metadata:  # first: the old DATA/ stops looking complete before it changes
+            FileSystems.delete(metadata)
+        if old_files:
+            FileSystems.delete([path for path in old_files if path not in metadata])
+        move_dir(temp_dir, out)
+        return
     old = None
-    if FileSystems.exists(out):
+    if os.path.exists(out):
         old = temporary_sibling(out) + "-old"
         move_dir(out, old)
     move_dir(temp_dir, out)
@@ -143,10 +164,10 @@ def publish(temp_dir: str, out: str) -> None:
 
 
 def remove_dir(path: str) -> None:
-    if os.path.isdir(path):
+    if not is_remote(path):
         shutil.rmtree(path, ignore_errors=True)
-    elif FileSystems.exists(path):
-        FileSystems.delete([path])
+    elif listing(path):
+        FileSystems.delete(listing(path))
 
 
 def preprocess(config, pipeline_args: Sequence[str] = (), *, verbose: bool = False) -> dict:
