@@ -113,8 +113,10 @@ def patch_shape(config, source: Source) -> Tuple[int, int]:
 
 
 def temporary_sibling(out: str) -> str:
-    parent, name = os.path.split(out.rstrip("/"))
-    return FileSystems.join(parent or ".", f".{name}.tmp-{uuid.uuid4().hex[:8]}")
+    """A new hidden sibling of ``out`` (absolute when local, so workers in other folders find it too)."""
+    out = out.rstrip("/") if is_remote(out) else os.path.abspath(out)
+    parent, name = os.path.split(out)
+    return FileSystems.join(parent, f".{name}.tmp-{uuid.uuid4().hex[:8]}")
 
 
 def is_remote(path: str) -> bool:
