@@ -120,7 +120,7 @@ def ufl_encoder(dictionary, *, method, chunk, **options):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--patches", type=int, default=20_000)
-    parser.add_argument("--fista-steps", type=int, default=200)
+    parser.add_argument("--fista-steps", type=int, default=150)
     parser.add_argument("--fista-tolerance", type=float, default=1e-3)
     parser.add_argument("--chunk", type=int, default=2000)
     parser.add_argument("--skip-sklearn", action="store_true", help="skip scikit-learn (about a minute)")
