@@ -228,6 +228,8 @@ def test_matlab_patches_and_a_tfds_dataset_through_the_pipeline(tmp_path):
     index = [int(s.decode().rsplit("#", 1)[1]) for s in data["source"]]
     np.testing.assert_allclose(data["patch"], patches[index].reshape(40, -1), rtol=1e-6)
 
+    # tensorflow-datasets prepares datasets through importlib_resources (not among its own requirements).
+    pytest.importorskip("importlib_resources")
     images = np.random.default_rng(4).integers(0, 256, size=(30, 8, 8, 1), dtype=np.uint8)
     tfds.dataset_builders.store_as_tfds_dataset(
         name="ufl_pipeline_digits", version="1.0.0", data_dir=str(tmp_path / "tfds"),
