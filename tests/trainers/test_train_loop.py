@@ -64,15 +64,15 @@ def test_closed_form_update_sees_every_example_once_per_epoch_on_two_replicas(da
 def test_stopped_and_resumed_run_equals_uninterrupted_run(in_memory, data_dir, tmp_path, monkeypatch):
     if not in_memory:
         monkeypatch.setattr(strategy_module, "IN_MEMORY_BYTES", 0)
-    train(config(data_dir, tmp_path / "whole", epochs=3))
-    first = train(config(data_dir, tmp_path / "parts", epochs=3, max_steps=20))  # stops mid-epoch 2
+    train(config(data_dir, tmp_path / "whole"))
+    first = train(config(data_dir, tmp_path / "parts", max_steps=20))  # stops after batch 4 of epoch 2
     assert first["steps"] == 20
-    resumed = train(config(data_dir, tmp_path / "parts", epochs=3))
-    assert resumed["resumed_from_step"] == 20 and resumed["steps"] == 3 * 16
+    resumed = train(config(data_dir, tmp_path / "parts"))
+    assert resumed["resumed_from_step"] == 20 and resumed["steps"] == 2 * 16
     for a, b in zip(weights(tmp_path / "whole"), weights(tmp_path / "parts")):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
     steps = [r["step"] for r in read_history(str(tmp_path / "parts")) if r["split"] == "train"]
-    assert steps == sorted(set(steps)) and steps[-1] == 48
+    assert steps == sorted(set(steps)) and steps[-1] == 32
 
 
 def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path):
