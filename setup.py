@@ -40,6 +40,9 @@ setup(
         "scikit-learn>=1.4",
         "pillow>=10",
         "pooch>=1.6",
+        # tensorflow-datasets prepares datasets with it but does not declare it.
+        "importlib_resources>=6",
+        "threadpoolctl>=3",
     ],
     extras_require={
         "dev": ["pytest>=8", "pytest-timeout>=2.2", "dask[distributed]>=2024.1"],
