@@ -115,6 +115,7 @@ class DistributedInput:
         self.steps_per_epoch = count // global_batch_size
         self.in_memory = count * patch_dim * 4 <= IN_MEMORY_BYTES
         self._arrays: Dict[int, Dict[str, np.ndarray]] = {}
+        self._tensors: Optional[Dict[str, tf.Tensor]] = None
 
     def epoch(self, epoch: int, *, skip_steps: int = 0):
         """The distributed dataset of epoch ``epoch`` (0-based), without its first ``skip_steps`` steps."""
@@ -145,15 +146,31 @@ class DistributedInput:
                                  for name, values in arrays.items()}
         return self._arrays[key]
 
-    def _memory_dataset(self, context, batch: int, epoch: int, skip_batches: int) -> tf.data.Dataset:
-        arrays = self._pipeline_arrays(context)
-        rows = len(next(iter(arrays.values())))
+    def memory_tensors(self) -> Dict[str, tf.Tensor]:
+        """The whole split as host tensors (single input pipeline), for ``DistributedSteps.run_train_fused``."""
+        if self._tensors is None:
+            arrays = self._pipeline_arrays(tf.distribute.InputContext())
+            with tf.device("/cpu:0"):
+                self._tensors = {name: tf.constant(values) for name, values in arrays.items()}
+        return self._tensors
+
+    def memory_batches(self, epoch: int, *, skip_steps: int = 0) -> np.ndarray:
+        """Row indices ``(steps, global_batch_size)`` of epoch ``epoch`` after its first ``skip_steps``
+        steps, in the order the distributed datasets use (single input pipeline)."""
+        return self._epoch_batches(tf.distribute.InputContext(), self.global_batch_size, epoch)[skip_steps:]
+
+    def _epoch_batches(self, context, batch: int, epoch: int) -> np.ndarray:
+        rows = len(next(iter(self._pipeline_arrays(context).values())))
         usable = (rows // batch) * batch
         if self.shuffle:
             order = np.random.default_rng([self.seed, epoch, context.input_pipeline_id]).permutation(rows)
         else:
             order = np.arange(rows)
-        batches = order[:usable].reshape(-1, batch).astype(np.int64)
+        return order[:usable].reshape(-1, batch).astype(np.int64)
+
+    def _memory_dataset(self, context, batch: int, epoch: int, skip_batches: int) -> tf.data.Dataset:
+        arrays = self._pipeline_arrays(context)
+        batches = self._epoch_batches(context, batch, epoch)
         # The epoch's batches after the skipped ones, then (for pipelines with fewer rows than the
         # epoch's steps need) the epoch again; the loop stops at steps_per_epoch.
         batches = np.concatenate([batches[skip_batches % max(len(batches), 1):], batches])
@@ -190,6 +207,49 @@ class DistributedSteps:
     def reset(self) -> None:
         self._train = tf.function(self._loop(self.model.train_step))
         self._eval = tf.function(self._loop(self.model.test_step))
+        self._fused = None
+
+    @property
+    def can_fuse(self) -> bool:
+        """Whether ``run_train_fused`` applies: one replica in all and an XLA-compilable step."""
+        return self.jit_compile and self.strategy.num_replicas_in_sync == 1
+
+    def run_train_fused(self, tensors: Dict[str, tf.Tensor], batches: np.ndarray, first_step: int,
+                        steps_per_execution: int) -> Dict[str, float]:
+        """Runs ``len(batches)`` steps as one XLA computation: batches are gathered from the in-memory split
+        ``tensors`` by the row indices ``batches`` ``(steps, batch)`` inside a compiled while loop, so no
+        per-step work is left to the TensorFlow executor or tf.data."""
+        count = len(batches)
+        padded = np.zeros((steps_per_execution, batches.shape[1]), np.int64)  # one shape: one compilation
+        padded[:count] = batches
+        if self._fused is None:
+            self._fused = self._fused_loop(tensors)
+        outputs = self._fused(tensors, tf.constant(padded), tf.constant(count, tf.int64),
+                              tf.constant(first_step, tf.int64))
+        return {key: float(value) if key != "first_nonfinite_step" else int(value)
+                for key, value in outputs.items()}
+
+    def _fused_loop(self, tensors: Dict[str, tf.Tensor]):
+        step_function = self.model.train_step
+        spec = {name: tf.TensorSpec([None, *value.shape[1:]], value.dtype) for name, value in tensors.items()}
+        # Tracing once (no compilation) tells the metric keys, which the while loop needs up front.
+        keys = sorted(tf.function(step_function).get_concrete_function(spec).structured_outputs)
+
+        @tf.function(jit_compile=True)
+        def fused(tensors, batches, count, first_step):
+            def body(index, sums, bad):
+                metrics = step_function({name: tf.gather(value, batches[index]) for name, value in tensors.items()})
+                finite = tf.math.is_finite(tf.cast(metrics["loss"], tf.float64))
+                bad = tf.where((bad < 0) & ~finite, first_step + index, bad)
+                return index + 1, [total + tf.cast(metrics[key], tf.float64) for total, key in zip(sums, keys)], bad
+
+            start = (tf.constant(0, tf.int64), [tf.zeros([], tf.float64) for _ in keys], tf.constant(-1, tf.int64))
+            _, sums, bad = tf.while_loop(lambda index, sums, bad: index < count, body, start)
+            outputs = {key: tf.cast(total / tf.cast(count, tf.float64), tf.float32) for key, total in zip(keys, sums)}
+            outputs["first_nonfinite_step"] = bad
+            return outputs
+
+        return fused
 
     def run_train(self, iterator, count: int, first_step: int) -> Dict[str, float]:
         outputs = self._train(iterator, tf.constant(count, tf.int64), tf.constant(first_step, tf.int64))

@@ -137,7 +137,12 @@ def train(config: TrainConfig, *, strategy: Optional[tf.distribute.Strategy] = N
                 if model.on_epoch_begin(epoch):
                     executor.reset()
                     throughput.retraced()
-                iterator = iter(train_input.epoch(epoch, skip_steps=step_in_epoch))
+                fused = executor.can_fuse and train_input.in_memory
+                if fused:
+                    tensors = train_input.memory_tensors()
+                    batches, position = train_input.memory_batches(epoch, skip_steps=step_in_epoch), 0
+                else:
+                    iterator = iter(train_input.epoch(epoch, skip_steps=step_in_epoch))
                 sums: Dict[str, float] = {}
                 epoch_steps, epoch_start = 0, time.perf_counter()
                 while step_in_epoch < steps_per_epoch and (config.max_steps is None or step < config.max_steps):
@@ -145,7 +150,12 @@ def train(config: TrainConfig, *, strategy: Optional[tf.distribute.Strategy] = N
                                 config.checkpoint_every - step % config.checkpoint_every,
                                 (config.max_steps or sys.maxsize) - step)
                     started = time.perf_counter()
-                    result = executor.run_train(iterator, count, step + 1)
+                    if fused:
+                        result = executor.run_train_fused(tensors, batches[position:position + count], step + 1,
+                                                          config.steps_per_execution)
+                        position += count
+                    else:
+                        result = executor.run_train(iterator, count, step + 1)
                     seconds = time.perf_counter() - started
                     bad_step = int(result.pop("first_nonfinite_step"))
                     if bad_step >= 0:
