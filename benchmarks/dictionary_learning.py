@@ -56,12 +56,14 @@ def sklearn_train(patches: np.ndarray, epochs: int) -> np.ndarray:
     return learner.fit(patches).components_
 
 
-def ufl_train(data_dir: str, run_dir: str, epochs: int, dictionary_update: str) -> np.ndarray:
+def ufl_train(data_dir: str, run_dir: str, epochs: int, dictionary_update: str, settings=()) -> np.ndarray:
     command = [sys.executable, "-m", "ufl.cli", "train", "sparse-coding", "--data", data_dir, "--out", run_dir,
                "--epochs", str(epochs), "--batch-size", str(BATCH), "--restart",
                "--set", f"model.dictionary_update={dictionary_update}"]
     if dictionary_update == "gradient":
         command += ["--set", "model.truncate_gradient=0"]
+    for setting in settings:
+        command += ["--set", setting]
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     import tensorflow as tf
 
@@ -85,6 +87,8 @@ def main() -> None:
     parser.add_argument("--held-out-patches", type=int, default=5_000)
     parser.add_argument("--ufl-epochs", type=int, nargs="+", default=[1, 3])
     parser.add_argument("--modes", nargs="+", default=["online", "gradient"])
+    parser.add_argument("--ufl-set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="extra 'ufl train --set' overrides, e.g. model.max_inference_steps=100")
     parser.add_argument("--skip-sklearn", action="store_true", help="skip scikit-learn (several minutes)")
     args = parser.parse_args()
 
@@ -93,7 +97,7 @@ def main() -> None:
     patches = natural_patches(args.train_patches + args.held_out_patches, seed=7)
     train, held_out = patches[:args.train_patches], patches[args.train_patches:]
     result = {"benchmark": "dictionary_learning", "train_patches": len(train), "held_out_patches": len(held_out),
-              "n_atoms": N_ATOMS, "gamma": GAMMA, "batch_size": BATCH}
+              "n_atoms": N_ATOMS, "gamma": GAMMA, "batch_size": BATCH, "ufl_settings": args.ufl_set}
     dictionary, seconds = timed(spams_train, train, 3)
     result.update(spams_3_epochs_objective=held_out_objective(dictionary, held_out), spams_3_epochs_seconds=seconds)
     if not args.skip_sklearn:
@@ -107,7 +111,8 @@ def main() -> None:
         for mode in args.modes:
             for epochs in args.ufl_epochs:
                 name = f"ufl_{mode}_{epochs}_epochs"
-                dictionary, seconds = timed(ufl_train, data_dir, os.path.join(workdir, name), epochs, mode)
+                dictionary, seconds = timed(ufl_train, data_dir, os.path.join(workdir, name), epochs, mode,
+                                            args.ufl_set)
                 value = held_out_objective(dictionary, held_out)
                 result.update({f"{name}_objective": value, f"{name}_seconds": seconds,
                                f"{name}_time_vs_spams": seconds / result["spams_3_epochs_seconds"],

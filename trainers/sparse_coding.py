@@ -343,8 +343,8 @@ PRESETS = [
                "dictionary_initializer": "glorot_uniform",
                "dictionary_regularizer": {"class_name": "L2", "config": {"l2": 5e-5}}},
         train={"epochs": 100, "batch_size": 100, "optimizer": {"name": "rmsprop", "learning_rate": 0.1}},
-        data={"source": "builtin:natural", "patch_size": 16, "extract": "random", "normalize": "mean",
-              "alternative_source": "mat:patches.mat (the demo's own patches, if you have the file)"},
+        # the demo's own patches are mat:patches.mat; builtin:natural stands in when that file is absent
+        data={"source": "builtin:natural", "patch_size": 16, "extract": "random", "normalize": "mean"},
         reference={"source": "seya (Keras 0.x + Theano) SparseCoding layer and its sparse-coding demo "
                    "notebook: SparseCoding(input_dim=256, output_dim=49, n_steps=100, truncate_gradient=1, "
                    "W_regularizer=l2(.00005)), RMSprop(lr=.1), batch 100, 100 epochs; inference RMSprop "
