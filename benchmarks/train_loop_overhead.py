@@ -5,7 +5,8 @@ ReLU, MSE + L1 on activations, Adam 1e-3, batch 32) with the same ``train_step``
 Fashion-MNIST images (or random ones when ../shared/data is absent):
   - keras: ``model.fit(arrays, batch_size=32, steps_per_execution=50, jit_compile=True)`` from memory;
   - ufl:   ``ufl.trainers.train_loop.train`` from DATA/ TFRecords (written beforehand, not timed), with
-           checkpoints, TensorBoard scalars and metrics, ``steps_per_execution=50``.
+           checkpoints, TensorBoard scalars and metrics, ``steps_per_execution=50`` (its fused path: each
+           execution one XLA while loop over batches gathered from the split held in memory).
 Throughput is measured after the first epoch (compilation) for both. Prints one JSON line.
 
     .venv/bin/python benchmarks/train_loop_overhead.py [--examples 30000] [--epochs 3] [--rounds 2]

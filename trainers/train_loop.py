@@ -3,9 +3,10 @@
 ``train(config, strategy=...)`` reads DATA/, builds the model under the strategy's scope, restores RUN/'s
 newest checkpoint (the epoch and the step inside it are saved with the weights, so a rerun resumes where
 the previous one stopped, even after ``kill -9``), and runs compiled executions of ``steps_per_execution``
-steps: one ``tf.function`` pulls batches from the distributed iterator inside the graph, runs
-``model.train_step`` on every replica (XLA-compiled when the model supports it) and sums the metrics in
-the graph, so the host sees one small dict per execution. Metrics go to TensorBoard, RUN/logs/history.jsonl,
+steps (``strategy.DistributedSteps``): with one replica, an XLA-able model and an in-memory split, one XLA
+while loop gathers the batches by index and runs ``model.train_step``; otherwise one ``tf.function`` pulls
+batches from the distributed iterator inside the graph and runs ``model.train_step`` on every replica.
+Metrics are summed in the graph, so the host sees one small dict per execution. Metrics go to TensorBoard, RUN/logs/history.jsonl,
 a progress line per epoch, and finally metrics.json and the plots.
 """
 from __future__ import annotations
