@@ -217,6 +217,7 @@ def train(config: TrainConfig, *, strategy: Optional[tf.distribute.Strategy] = N
         "replicas": replicas,
         "workers": worker_count(strategy),
         "batch_size": config.batch_size,
+        "execution": "fused" if executor.can_fuse and train_input.in_memory else "iterator",
         "steps": step,
         "epochs": epoch + step_in_epoch / steps_per_epoch,
         "resumed_from_step": start_step,

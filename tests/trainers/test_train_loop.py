@@ -37,8 +37,8 @@ def test_mirrored_on_two_devices_matches_one_device(data_dir, tmp_path, two_cpu_
     single = train(config(data_dir, tmp_path / "single"))
     mirrored = train(config(data_dir, tmp_path / "mirrored"),
                      strategy=choose_strategy("mirrored", devices=two_cpu_devices))
-    assert (mirrored["strategy"], mirrored["replicas"]) == ("mirrored", 2)
-    assert (single["strategy"], single["replicas"]) == ("default", 1)
+    assert (mirrored["strategy"], mirrored["replicas"], mirrored["execution"]) == ("mirrored", 2, "iterator")
+    assert (single["strategy"], single["replicas"], single["execution"]) == ("default", 1, "fused")
     assert mirrored["steps"] == single["steps"] == 2 * (256 // 16)
     for a, b in zip(weights(tmp_path / "single"), weights(tmp_path / "mirrored")):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
@@ -64,7 +64,7 @@ def test_closed_form_update_sees_every_example_once_per_epoch_on_two_replicas(da
 def test_stopped_and_resumed_run_equals_uninterrupted_run(in_memory, data_dir, tmp_path, monkeypatch):
     if not in_memory:
         monkeypatch.setattr(strategy_module, "IN_MEMORY_BYTES", 0)
-    train(config(data_dir, tmp_path / "whole"))
+    assert train(config(data_dir, tmp_path / "whole"))["execution"] == ("fused" if in_memory else "iterator")
     first = train(config(data_dir, tmp_path / "parts", max_steps=20))  # stops after batch 4 of epoch 2
     assert first["steps"] == 20
     resumed = train(config(data_dir, tmp_path / "parts"))
