@@ -22,6 +22,7 @@ BENCHMARKS = (
     "preprocess",
     "serving",
     "dictionary_learning",
+    "train_loop_overhead",
     "autoencoder_throughput",
 )
 

@@ -6,6 +6,7 @@ float list of length P*P*C, ``source`` bytes, ``position`` int64 [row, col], opt
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 from typing import Dict, Optional, Sequence
@@ -54,8 +55,9 @@ def load_stats(data_dir: str) -> Dict[str, np.ndarray]:
     if not tf.io.gfile.exists(path):
         return {}
     with tf.io.gfile.GFile(path, "rb") as handle:
-        with np.load(handle) as stats:
-            return {key: stats[key] for key in stats.files}
+        content = io.BytesIO(handle.read())  # GFile cannot seek before the start of a tiny archive
+    with np.load(content) as stats:
+        return {key: stats[key] for key in stats.files}
 
 
 def patch_dim(metadata: dict) -> int:

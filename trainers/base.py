@@ -93,6 +93,12 @@ class FeatureLearner(tf_keras.Model):
         traces (the loop then rebuilds its compiled step function). Default: nothing, False."""
         return False
 
+    def write_plots(self, plot_dir: str, patches: np.ndarray) -> Dict[str, str]:
+        """Writes the model's own figures (e.g. feature maps) of a few ``(n, patch_dim)`` patches into
+        RUN/plots after training, beside the loop's filters/reconstructions/loss; returns name -> path.
+        Default: none."""
+        return {}
+
     def filters(self) -> Optional[np.ndarray]:
         """First-layer features as images ``(n, P, P, C)`` for plots, or None."""
         return None

@@ -14,7 +14,6 @@ be gone by then. Export restores only the ``model`` entry of the checkpoint (``e
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 from typing import Dict, NamedTuple, Optional, Tuple
@@ -23,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from ufl.config.base import ConfigError
+from ufl.pipeline.tfrecord import load_stats
 
 CONFIG_FILE = "config.json"
 DATA_COPY_DIR = "data"
@@ -69,13 +69,7 @@ def load_run_files(run_dir: str) -> Tuple[dict, dict, Dict[str, np.ndarray]]:
         if not tf.io.gfile.exists(path):
             raise ConfigError(f"run {run_dir!r} is invalid; it has no {os.path.relpath(path, run_dir)} "
                               "(train it first with 'ufl train PRESET --data DATA --out RUN')")
-    stats_path = os.path.join(run_dir, DATA_COPY_DIR, "stats.npz")
-    stats: Dict[str, np.ndarray] = {}
-    if tf.io.gfile.exists(stats_path):
-        with tf.io.gfile.GFile(stats_path, "rb") as handle:
-            content = io.BytesIO(handle.read())  # GFile cannot seek before the start of a tiny archive
-        with np.load(content) as archive:
-            stats = {key: archive[key] for key in archive.files}
+    stats = load_stats(os.path.join(run_dir, DATA_COPY_DIR))
     return read_json(config_path), read_json(metadata_path), stats
 
 

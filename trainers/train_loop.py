@@ -358,12 +358,13 @@ def _write_plots(model, config: TrainConfig, sample_shape) -> None:
     filters = model.filters()
     if filters is not None:
         plots.plot_filters(filters, os.path.join(plot_dir, "filters.png"))
+    split = "eval" if shard_files(config.data, "eval") else "train"
+    patches = next(iter(read_patches(config.data, split, batch_size=10)))["patch"]
     if model.supports_reconstruction:
-        split = "eval" if shard_files(config.data, "eval") else "train"
-        patches = next(iter(read_patches(config.data, split, batch_size=10)))["patch"]
         rebuilt = model.reconstruct(patches)
         plots.plot_reconstructions(patches.numpy(), np.asarray(rebuilt), sample_shape,
                                    os.path.join(plot_dir, "reconstructions.png"))
+    model.write_plots(plot_dir, patches.numpy())
     history = read_history(config.out)
     if history:
         plots.plot_loss(history, os.path.join(plot_dir, "loss.png"))
