@@ -324,7 +324,7 @@ PRESETS = [
         description="Sparse coding, the fast default: 256 atoms on 12x12 contrast-normalized + ZCA-whitened "
         "natural patches, exact lasso codes by FISTA (gamma 0.1), dictionary by online dictionary learning.",
         model={"kind": "sparse_coding", "n_atoms": 256, "sparsity_weight": 0.1, "inference": "fista",
-               "max_inference_steps": 50, "tolerance": 1e-3, "dictionary_update": "online"},
+               "max_inference_steps": 100, "tolerance": 1e-3, "dictionary_update": "online"},
         train={"epochs": 2, "batch_size": 256, "steps_per_execution": 20, "checkpoint_every": 200},
         data={"source": "builtin:natural", "patch_size": 12, "extract": "random", "normalize": "contrast,zca"},
         reference={"source": "Mairal, Bach, Ponce & Sapiro, 'Online dictionary learning for sparse coding', "
