@@ -140,7 +140,8 @@ def run_experiment(name: str, workdir: str, epochs: Optional[int], log: str, pro
     else:
         data_dir = prepare_data(preset, workdir, log)
         run_dir = os.path.join(workdir, "run-" + name)
-        arguments = ["train", name, "--data", data_dir, "--out", run_dir] + (["--epochs", str(epochs)] if epochs else [])
+        arguments = ["train", name, "--data", data_dir, "--out", run_dir]
+        arguments += ["--epochs", str(epochs)] if epochs else []
         if ufl(*arguments, log=log).returncode != 0:
             raise RuntimeError(f"ufl train {name} failed (see {log})")
         with open(os.path.join(run_dir, "metrics.json"), encoding="utf-8") as handle:

@@ -128,8 +128,8 @@ class DenseAutoencoder(FeatureLearner):
 
     def __init__(self, sample_shape: Sequence[int], hidden_units: Sequence[int] = (32,),
                  activation: str = "relu", code_activation: Optional[str] = None,
-                 output_activation: str = "sigmoid", loss: str = "binary_crossentropy", sparsity: str = "none", sparsity_weight: float = 1e-3,
-                 sparsity_target: float = 0.05, noise: str = "none", noise_level: float = 0.0, **kwargs):
+                 output_activation: str = "sigmoid", loss: str = "binary_crossentropy", sparsity: str = "none",
+                 sparsity_weight: float = 1e-3, sparsity_target: float = 0.05, noise: str = "none", noise_level: float = 0.0, **kwargs):
         super().__init__(sample_shape, **kwargs)
         self.hidden_units = _units("model.hidden_units", hidden_units)
         code_activation = code_activation or activation
@@ -329,7 +329,8 @@ class StackedAutoencoder(FeatureLearner):
             x = _activate(x, self.activation) if i > 0 else x
         return x
 
-    def _phase_objective(self, data: Dict[str, tf.Tensor]) -> Tuple[tf.Tensor, tf.Variable, Dict[str, tf.Tensor]]:
+    def _phase_objective(self, data: Dict[str, tf.Tensor]
+                         ) -> Tuple[tf.Tensor, List[tf.Variable], Dict[str, tf.Tensor]]:
         """``(scaled loss, variables to train, metrics)`` of the current phase on one batch."""
         patches = data["patch"]
         if "label" not in data:
