@@ -61,7 +61,7 @@ EXPERIMENTS: Dict[str, dict] = {
                 "probe": "builtin:mnist"},
     "tied-conv-ae": {"figures": [("val MSE", None, _eval("reconstruction_error"))], "note": MNIST_NOTE,
                      "probe": "builtin:mnist"},
-    "foldiak": {"figures": [("mean activity (target p)", 0.05, _eval("mean_activity")),
+    "foldiak": {"figures": [("mean activity (target p)", 0.05, _eval("sparsity")),
                             ("mean |correlation| between units", "≈0", _eval("mean_abs_correlation"))],
                 "note": "patches of the built-in photos instead of the original's images", "probe": None},
     "cnn-branch": {"figures": [], "note": MNIST_NOTE, "probe": None},
