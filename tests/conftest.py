@@ -18,3 +18,16 @@ SHARED_DATA = os.path.join(os.path.dirname(REPO_ROOT), "shared", "data")
 def two_cpu_devices():
     """Names of the two logical CPU devices (for MirroredStrategy(devices=...))."""
     return [device.name for device in tf.config.list_logical_devices("CPU")][:2]
+
+
+@pytest.fixture(scope="session")
+def mirrored_strategy():
+    """One MirroredStrategy over the two logical CPUs for the whole session, made as ``ufl train`` makes it.
+
+    Separate MirroredStrategy objects with collective all-reduce over the same devices reuse collective
+    instance keys and abort each other; ``choose_strategy`` reduces through one device on CPUs instead.
+    """
+    from ufl.trainers.strategy import choose_strategy
+
+    devices = [device.name for device in tf.config.list_logical_devices("CPU")][:2]
+    return choose_strategy("mirrored", devices=devices)

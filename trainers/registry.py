@@ -1,6 +1,7 @@
 """Registry of model kinds: ``model.kind`` in a TrainConfig names a FeatureLearner class registered here."""
 from __future__ import annotations
 
+import copy
 import importlib
 import inspect
 from typing import Callable, Dict, Sequence, Type
@@ -61,7 +62,11 @@ def model_arguments(kind: str) -> Sequence[str]:
 
 
 def build_model(model_spec: dict, sample_shape: Sequence[int]):
-    """Builds the FeatureLearner for ``model_spec`` (``kind`` plus constructor arguments)."""
-    spec = dict(model_spec)
+    """Builds the FeatureLearner for ``model_spec`` (``kind`` plus constructor arguments).
+
+    The spec is deep-copied: Keras deserializers (regularizers, initializers) may mutate nested config dicts,
+    and the spec often is a preset's own dict.
+    """
+    spec = copy.deepcopy(dict(model_spec))
     cls = model_class(spec.pop("kind"))
     return cls(sample_shape=tuple(sample_shape), **spec)

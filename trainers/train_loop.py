@@ -294,6 +294,8 @@ def _build_model(config: TrainConfig, sample_shape):
     try:
         model = build_model(spec, sample_shape)
         model(tf.zeros([1, model.patch_dim]), training=False)
+    except ConfigError:
+        raise  # the model named its own bad parameter
     except (ValueError, TypeError) as error:
         raise ConfigError(f"model {spec['kind']!r} cannot train on the samples of shape {tuple(sample_shape)} "
                           f"in {config.data}: {error}; preprocess with the patch size and color the preset "

@@ -174,12 +174,12 @@ def test_stacked_phases_switch_at_layer_boundaries_and_use_their_own_variables()
     assert moved == {id(v) for v in layer_1}
 
 
-def test_l1_model_trains_the_same_on_two_replicas_as_on_one(two_cpu_devices):
+def test_l1_model_trains_the_same_on_two_replicas_as_on_one(mirrored_strategy):
     spec = {"kind": "dense_autoencoder", "hidden_units": [32, 8], "output_activation": "relu", "loss": "mse",
             "sparsity": "l1", "sparsity_weight": 0.01}
     patches = np.random.default_rng(0).uniform(size=(16, 784)).astype(np.float32)
     weights, results = None, []
-    for strategy in (tf.distribute.get_strategy(), tf.distribute.MirroredStrategy(two_cpu_devices)):
+    for strategy in (tf.distribute.get_strategy(), mirrored_strategy):
         with strategy.scope():
             model = build_model(spec, SAMPLE_SHAPE)
             model(tf.zeros([1, 784]))

@@ -113,14 +113,14 @@ def test_settling_reaches_a_fixed_point_with_inhibition():
     assert float(tf.reduce_sum(outputs)) < 0.9 * float(tf.reduce_sum(unsettled))
 
 
-def test_mirrored_update_equals_one_device_update_on_the_global_batch(two_cpu_devices):
+def test_mirrored_update_equals_one_device_update_on_the_global_batch(mirrored_strategy):
     patches = np.random.default_rng(3).normal(size=(400, 36)).astype(np.float32)
     single = FoldiakNetwork((6, 6, 1), n_units=12, target_activity=0.2)
     single(tf.zeros([1, 36]))
     for _ in range(3):
         single.train_step({"patch": tf.constant(patches)})
 
-    strategy = tf.distribute.MirroredStrategy(two_cpu_devices)
+    strategy = mirrored_strategy
     with strategy.scope():
         mirrored = FoldiakNetwork((6, 6, 1), n_units=12, target_activity=0.2)
         mirrored(tf.zeros([1, 36]))

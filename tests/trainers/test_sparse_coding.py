@@ -208,18 +208,6 @@ def test_atoms_learned_on_natural_patches_are_localized_not_pixels():
     assert np.median(energy_in_top_pixels(atoms)) < 0.5
 
 
-_STRATEGIES = {}
-
-
-def _strategy(kind, devices):
-    """One strategy object per kind for the whole module: separate MirroredStrategy objects over the same
-    devices would reuse collective instance keys."""
-    if kind not in _STRATEGIES:
-        _STRATEGIES[kind] = (tf.distribute.MirroredStrategy(devices) if kind == "mirrored"
-                             else tf.distribute.OneDeviceStrategy(devices[0]))
-    return _STRATEGIES[kind]
-
-
 def _run_steps(model_spec, patches, strategy, steps=3):
     with strategy.scope():
         model = make_model(**model_spec)
@@ -238,10 +226,10 @@ def _run_steps(model_spec, patches, strategy, steps=3):
     {"n_atoms": 16, "dictionary_update": "gradient", "max_inference_steps": 30, "tolerance": 0.0,
      "truncate_gradient": -1, "optimizer": "sgd"},
 ], ids=["online", "gradient"])
-def test_two_replicas_match_one_device_for_the_same_global_batch(spec, two_cpu_devices):
+def test_two_replicas_match_one_device_for_the_same_global_batch(spec, two_cpu_devices, mirrored_strategy):
     patches, _ = planted_dictionary_data(192, n_atoms=16, dim=64)
-    one, _ = _run_steps(spec, patches, _strategy("one", two_cpu_devices))
-    two, model = _run_steps(spec, patches, _strategy("mirrored", two_cpu_devices))
+    one, _ = _run_steps(spec, patches, tf.distribute.OneDeviceStrategy(two_cpu_devices[0]))
+    two, model = _run_steps(spec, patches, mirrored_strategy)
     replicas = model.dictionary.values
     np.testing.assert_allclose(replicas[0].numpy(), replicas[1].numpy(), atol=0)
     np.testing.assert_allclose(two, one, atol=1e-4)  # summation order differs across replicas
