@@ -12,7 +12,7 @@ import importlib
 
 _PUBLIC = {
     "export_run": "ufl.export.saved_model",
-    "list_versions": "ufl.export.saved_model",
+    "list_versions": "ufl.export.versions",
     "ServingModule": "ufl.export.serving_module",
     "load_encoder": "ufl.export.load",
     "resolve_version_dir": "ufl.export.load",

@@ -21,9 +21,9 @@ def resolve_version_dir(path: str) -> str:
     """A SavedModel directory from ``path``: a version dir itself, or MODELS/NAME (its newest version)."""
     if tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
         return path
-    from ufl.export.saved_model import list_versions
+    from ufl.export.versions import list_versions
 
-    versions = list_versions(path)
+    versions = list_versions(path, complete_only=True)
     if not versions:
         raise ConfigError(f"model path {path!r} is invalid; it holds neither saved_model.pb nor integer "
                           "version folders (give MODELS/NAME or MODELS/NAME/VERSION written by 'ufl export')")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import re
 import threading
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -27,6 +26,7 @@ from tensorflow_serving.config import model_server_config_pb2
 from ufl.config import ConfigError
 from ufl.export import signatures
 from ufl.export.client import ndarray_from_tensor_proto
+from ufl.export.versions import list_versions
 
 State = get_model_status_pb2.ModelVersionStatus.State
 log = logging.getLogger("ufl.serve")
@@ -162,18 +162,6 @@ class _VersionState:
     failed_loads: int = 0
 
 
-def list_versions(base_path: str) -> List[int]:
-    """Integer version folders under ``base_path`` that hold a complete SavedModel, ascending."""
-    if not tf.io.gfile.isdir(base_path):
-        return []
-    versions = []
-    for entry in tf.io.gfile.listdir(base_path):
-        entry = entry.rstrip("/")
-        if re.fullmatch(r"\d+", entry) and tf.io.gfile.exists(os.path.join(base_path, entry, "saved_model.pb")):
-            versions.append(int(entry))
-    return sorted(versions)
-
-
 def aspired_versions(config: model_server_config_pb2.ModelConfig, available: List[int]) -> List[int]:
     """The versions the model's ``model_version_policy`` asks for, among those on disk."""
     policy = config.model_version_policy
@@ -299,7 +287,7 @@ class ModelManager:
                         for version in list(self._served[name]):
                             self._unload(name, version)
             for name, config in models.items():
-                wanted = aspired_versions(config, list_versions(config.base_path))
+                wanted = aspired_versions(config, list_versions(config.base_path, complete_only=True))
                 for version in wanted:
                     self._load(name, version, os.path.join(config.base_path, str(version)))
                 with self._lock:

@@ -19,7 +19,7 @@ import json
 import os
 import sys
 import uuid
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -28,6 +28,7 @@ from ufl.config import ConfigError, ExportConfig
 from ufl.config.base import atomic_write_text
 from ufl.export import signatures as sig
 from ufl.export.serving_module import ServingModule
+from ufl.export.versions import list_versions
 
 CONTAINER_MODEL_ROOT = "/models"
 CONTAINER_CONFIG_FILE = "models.container.config"
@@ -39,18 +40,6 @@ BATCHING_PARAMETERS = {
     "max_enqueued_batches": 100,
     "num_batch_threads": 2,
 }
-
-
-def list_versions(model_dir: str) -> List[int]:
-    """Integer version folders of MODELS/NAME, ascending (what TF-Serving would load)."""
-    if not tf.io.gfile.isdir(model_dir):
-        return []
-    versions = []
-    for entry in tf.io.gfile.listdir(model_dir):
-        entry = entry.rstrip("/")
-        if entry.isdigit() and tf.io.gfile.isdir(os.path.join(model_dir, entry)):
-            versions.append(int(entry))
-    return sorted(versions)
 
 
 def next_version(model_dir: str, requested: Optional[int] = None) -> int:

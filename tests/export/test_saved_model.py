@@ -11,7 +11,8 @@ import tensorflow as tf
 
 from ufl.config import ConfigError, ExportConfig
 from ufl.export import signatures as sig
-from ufl.export.saved_model import export_run, list_versions
+from ufl.export.saved_model import export_run
+from ufl.export.versions import list_versions
 from ufl.pipeline.normalize import apply_normalization
 from ufl.pipeline.tfrecord import read_patches
 from ufl.trainers.run_dir import load_trained_model
