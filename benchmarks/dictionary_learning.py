@@ -59,7 +59,7 @@ def sklearn_train(patches: np.ndarray, epochs: int) -> np.ndarray:
 def ufl_train(data_dir: str, run_dir: str, epochs: int, dictionary_update: str, settings=()) -> np.ndarray:
     command = [sys.executable, "-m", "ufl.cli", "train", "sparse-coding", "--data", data_dir, "--out", run_dir,
                "--epochs", str(epochs), "--batch-size", str(BATCH), "--restart",
-               "--set", f"model.dictionary_update={dictionary_update}"]
+               "--set", f"model.dictionary_update={dictionary_update}", "--set", f"model.sparsity_weight={GAMMA}"]
     if dictionary_update == "gradient":
         command += ["--set", "model.truncate_gradient=0"]
     for setting in settings:

@@ -146,7 +146,8 @@ def test_real_sparse_coding_model_trains_sparse_codes_and_resumes(tmp_path, caps
     write_data_dir(str(tmp_path / "data"), {"train": patches[:512], "eval": patches[512:]},
                    patch_size=(4, 4), channels=1)
     argv = ["train", "sparse-coding", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "run"),
-            "--batch-size", "64", "--set", "model.n_atoms=12", "--set", "model.max_inference_steps=30",
+            "--batch-size", "64", "--set", "model.n_atoms=12", "--set", "model.sparsity_weight=0.1",
+            "--set", "model.max_inference_steps=30",
             "--set", "steps_per_execution=4", "--set", "checkpoint_every=8", "--set", "jit_compile=false"]
     assert main(argv + ["--epochs", "1"]) == 0
     first = json.loads((tmp_path / "run" / "metrics.json").read_text())
