@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from ufl.export import signatures as sig
-from ufl.pipeline.normalize import CONTRAST_EPSILON, STATS_KEYS, apply_normalization
+from ufl.pipeline.normalize import CONTRAST_EPSILON, STATS_KEYS, apply_normalization, invert_normalization
 from ufl.trainers.image_features import pooled_image_features
 
 
@@ -56,34 +56,6 @@ def graph_stats(steps: Sequence[str], stats: Mapping[str, np.ndarray], where: st
                                  "re-run 'ufl preprocess' and 'ufl train'")
             needed[key] = np.asarray(stats[key], dtype=np.float32)
     return needed
-
-
-def denormalize(normalized: tf.Tensor, raw: tf.Tensor, steps: Sequence[str], stats: Mapping[str, np.ndarray],
-                *, contrast_epsilon: float) -> tf.Tensor:
-    """Maps ``(N, D)`` normalized patches back to raw pixel units, undoing ``steps`` in reverse order.
-
-    ``raw`` are the raw patches the normalization started from: undoing ``contrast`` needs each patch's own
-    mean and standard deviation.
-    """
-    forward = [raw]
-    for step in steps[:-1]:
-        forward.append(apply_normalization(forward[-1], [step], stats, xp=tf.experimental.numpy,
-                                           contrast_epsilon=contrast_epsilon))
-    values = normalized
-    for step, before in zip(reversed(steps), reversed(forward)):
-        if step == "zca":
-            inverse = np.linalg.inv(np.asarray(stats["whitening"], np.float64)).astype(np.float32)
-            values = tf.matmul(values, inverse) + stats["zca_mean"]
-        elif step == "mean":
-            values = values + stats["mean"]
-        elif step == "contrast":
-            mean = tf.reduce_mean(before, axis=-1, keepdims=True)
-            variance = tf.reduce_mean(tf.square(before - mean), axis=-1, keepdims=True)
-            values = values * tf.sqrt(variance + contrast_epsilon) + mean
-        elif step == "scale":
-            low, high = stats["scale_min"], stats["scale_max"]
-            values = values * np.maximum(high - low, np.float32(1e-12)) + low
-    return values
 
 
 class ServingModule(tf.Module):
@@ -127,8 +99,9 @@ class ServingModule(tf.Module):
         def serve_reconstruction(patches):
             normalized = self.normalize(patches)
             reconstruction = self._model.reconstruct(normalized)
-            return {sig.RECONSTRUCTION_OUTPUT: denormalize(
-                reconstruction, patches, self.steps, self._stats, contrast_epsilon=self.contrast_epsilon)}
+            return {sig.RECONSTRUCTION_OUTPUT: invert_normalization(
+                reconstruction, patches, self.steps, self._stats, xp=tf.experimental.numpy,
+                contrast_epsilon=self.contrast_epsilon)}
 
         def serve_features(images):
             return {sig.FEATURES_OUTPUT: self.image_features(images)}

@@ -31,11 +31,17 @@ STATS_KEYS = {
 }
 
 
+def patch_moments(patches, *, epsilon: float = CONTRAST_EPSILON, xp=np):
+    """Each patch's mean and regularized standard deviation sqrt(variance + epsilon), ``(..., 1)`` each."""
+    mean = xp.mean(patches, axis=-1, keepdims=True)
+    centered = patches - mean
+    return mean, xp.sqrt(xp.mean(centered * centered, axis=-1, keepdims=True) + epsilon)
+
+
 def contrast_normalize(patches, *, epsilon: float = CONTRAST_EPSILON, xp=np):
     """Per-patch contrast normalization of ``(..., patch_dim)`` patches."""
-    centered = patches - xp.mean(patches, axis=-1, keepdims=True)
-    variance = xp.mean(centered * centered, axis=-1, keepdims=True)
-    return centered / xp.sqrt(variance + epsilon)
+    mean, deviation = patch_moments(patches, epsilon=epsilon, xp=xp)
+    return (patches - mean) / deviation
 
 
 def zca_whitening_matrix(covariance: np.ndarray, *, epsilon: float) -> np.ndarray:
@@ -50,8 +56,7 @@ def apply_step(patches, step: str, stats: Mapping[str, object], *, xp=np,
                contrast_epsilon: float = CONTRAST_EPSILON):
     """Applies one normalization step to ``(..., patch_dim)`` patches with the given statistics."""
     if step == "scale":
-        low, high = stats["scale_min"], stats["scale_max"]
-        return (patches - low) / xp.maximum(high - low, 1e-12)
+        return (patches - stats["scale_min"]) / _scale_range(stats)
     if step == "contrast":
         return contrast_normalize(patches, epsilon=contrast_epsilon, xp=xp)
     if step == "mean":
@@ -59,6 +64,51 @@ def apply_step(patches, step: str, stats: Mapping[str, object], *, xp=np,
     if step == "zca":
         return xp.matmul(patches - stats["zca_mean"], stats["whitening"])
     raise ValueError(f"unknown normalization step {step!r}; use one of scale, contrast, mean, zca")
+
+
+def _scale_range(stats: Mapping[str, object]):
+    return np.maximum(np.asarray(stats["scale_max"]) - np.asarray(stats["scale_min"]), 1e-12).astype(
+        np.asarray(stats["scale_min"]).dtype)
+
+
+def invert_step(normalized, before, step: str, stats: Mapping[str, object], *, xp=np,
+                contrast_epsilon: float = CONTRAST_EPSILON):
+    """Undoes one step: maps its output ``normalized`` back to the units of its input ``before``.
+
+    ``before`` is only read by ``contrast``, which needs each patch's own mean and standard deviation.
+    """
+    if step == "scale":
+        return normalized * _scale_range(stats) + stats["scale_min"]
+    if step == "contrast":
+        mean, deviation = patch_moments(before, epsilon=contrast_epsilon, xp=xp)
+        return normalized * deviation + mean
+    if step == "mean":
+        return normalized + stats["mean"]
+    if step == "zca":
+        whitening = np.asarray(stats["whitening"])
+        inverse = np.linalg.inv(whitening.astype(np.float64)).astype(whitening.dtype)
+        return xp.matmul(normalized, inverse) + stats["zca_mean"]
+    raise ValueError(f"unknown normalization step {step!r}; use one of scale, contrast, mean, zca")
+
+
+def invert_normalization(normalized, raw, steps: Sequence[str], stats: Mapping[str, object], *, xp=np,
+                         contrast_epsilon: float = CONTRAST_EPSILON):
+    """Maps ``(..., patch_dim)`` normalized patches (e.g. a model's reconstruction) back to raw pixel units.
+
+    Args:
+      normalized: patches in the units after ``steps``.
+      raw: the raw patches the normalization started from (``contrast`` is undone with their own moments).
+      steps, stats, xp, contrast_epsilon: as for ``apply_normalization``.
+    Returns:
+      Patches of the same shape in raw pixel units: ``invert_normalization(apply_normalization(raw), raw)``
+      equals ``raw`` up to rounding.
+    """
+    inputs = [raw]
+    for step in steps[:-1]:
+        inputs.append(apply_step(inputs[-1], step, stats, xp=xp, contrast_epsilon=contrast_epsilon))
+    for step, before in zip(reversed(steps), reversed(inputs)):
+        normalized = invert_step(normalized, before, step, stats, xp=xp, contrast_epsilon=contrast_epsilon)
+    return normalized
 
 
 def apply_normalization(patches, steps: Sequence[str], stats: Mapping[str, object], *, xp=np,
