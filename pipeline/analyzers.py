@@ -17,7 +17,7 @@ import apache_beam as beam
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from ufl.pipeline.normalize import zca_whitening_matrix
+from ufl.pipeline.normalize import variance_gain, zca_whitening_matrix
 
 
 def single_threaded_blas():
@@ -119,8 +119,9 @@ class OrderedMomentsCombineFn(beam.CombineFn):
         return next(iter(nodes.values())) if nodes else Moments()
 
 
-def step_statistics(step: str, moments: Moments, *, zca_epsilon: float) -> dict:
-    """The stats.npz arrays of normalization ``step`` from the moments of its input patches."""
+def step_statistics(step: str, moments: Moments, *, zca_epsilon: float, target_variance: float = 1.0) -> dict:
+    """The stats.npz arrays of normalization ``step`` from the moments of its input patches (``zca`` and
+    ``variance`` need moments with the scatter matrix)."""
     if moments.count == 0:
         return {}
     if step == "scale":
@@ -130,12 +131,16 @@ def step_statistics(step: str, moments: Moments, *, zca_epsilon: float) -> dict:
     if step == "zca":
         covariance = moments.scatter / moments.count  # biased, as np.cov(bias=True)
         return {"zca_mean": moments.mean, "whitening": zca_whitening_matrix(covariance, epsilon=zca_epsilon)}
+    if step == "variance":
+        mean_pixel_variance = float(np.trace(moments.scatter)) / moments.count / len(moments.mean)
+        return {"variance_gain": variance_gain(mean_pixel_variance, target_variance=target_variance)}
     return {}
 
 
-def merge_stats(moments: Moments, previous: Optional[dict], *, step: str, zca_epsilon: float) -> dict:
+def merge_stats(moments: Moments, previous: Optional[dict], *, step: str, zca_epsilon: float,
+                target_variance: float = 1.0) -> dict:
     """``previous`` stats plus those of ``step``: the Map that chains one statistics pass to the next."""
     stats = dict(previous or {})
     with single_threaded_blas():
-        stats.update(step_statistics(step, moments, zca_epsilon=zca_epsilon))
+        stats.update(step_statistics(step, moments, zca_epsilon=zca_epsilon, target_variance=target_variance))
     return stats

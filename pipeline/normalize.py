@@ -12,6 +12,10 @@ the steps before it):
   mean      subtract the dataset's mean patch.
   zca       subtract the dataset's mean patch, multiply by the ZCA whitening matrix
             U diag(1 / sqrt(eigenvalues + zca_epsilon)) U^T of the dataset covariance.
+  variance  multiply by one constant gain sqrt(target_variance / v), v = the dataset's pixel variance
+            averaged over the patch's pixels, so that the patches' pixel variance becomes target_variance
+            (models whose inference takes fixed-size steps, as the RMSprop codes of the sparse-coding demo,
+            only work at a given scale of the data).
 """
 from __future__ import annotations
 
@@ -28,7 +32,18 @@ STATS_KEYS = {
     "scale": ("scale_min", "scale_max"),
     "mean": ("mean",),
     "zca": ("zca_mean", "whitening"),
+    "variance": ("variance_gain",),
 }
+
+#: Steps whose statistics need the full scatter matrix of their input (not only its mean).
+SCATTER_STEPS = ("zca", "variance")
+
+
+def variance_gain(mean_pixel_variance: float, *, target_variance: float) -> np.float64:
+    """The ``variance`` step's factor sqrt(target_variance / mean_pixel_variance) (1 for constant data)."""
+    if mean_pixel_variance <= 0:
+        return np.float64(1.0)
+    return np.float64(np.sqrt(target_variance / mean_pixel_variance))
 
 
 def patch_moments(patches, *, epsilon: float = CONTRAST_EPSILON, xp=np):
@@ -63,7 +78,9 @@ def apply_step(patches, step: str, stats: Mapping[str, object], *, xp=np,
         return patches - stats["mean"]
     if step == "zca":
         return xp.matmul(patches - stats["zca_mean"], stats["whitening"])
-    raise ValueError(f"unknown normalization step {step!r}; use one of scale, contrast, mean, zca")
+    if step == "variance":
+        return patches * stats["variance_gain"]
+    raise ValueError(f"unknown normalization step {step!r}; use one of scale, contrast, mean, zca, variance")
 
 
 def _scale_range(stats: Mapping[str, object]):
@@ -88,7 +105,9 @@ def invert_step(normalized, before, step: str, stats: Mapping[str, object], *, x
         whitening = np.asarray(stats["whitening"])
         inverse = np.linalg.inv(whitening.astype(np.float64)).astype(whitening.dtype)
         return xp.matmul(normalized, inverse) + stats["zca_mean"]
-    raise ValueError(f"unknown normalization step {step!r}; use one of scale, contrast, mean, zca")
+    if step == "variance":
+        return normalized / stats["variance_gain"]
+    raise ValueError(f"unknown normalization step {step!r}; use one of scale, contrast, mean, zca, variance")
 
 
 def invert_normalization(normalized, raw, steps: Sequence[str], stats: Mapping[str, object], *, xp=np,
@@ -129,7 +148,7 @@ def apply_normalization(patches, steps: Sequence[str], stats: Mapping[str, objec
 
 
 def fit_statistics(patches: np.ndarray, steps: Sequence[str], *, zca_epsilon: float,
-                   contrast_epsilon: float = CONTRAST_EPSILON) -> dict:
+                   contrast_epsilon: float = CONTRAST_EPSILON, target_variance: float = 1.0) -> dict:
     """NumPy reference: the statistics of ``steps`` on a ``(n, patch_dim)`` array held in memory.
 
     The Beam pipeline computes the same statistics with combiners over datasets that do not fit in memory;
@@ -146,5 +165,8 @@ def fit_statistics(patches: np.ndarray, steps: Sequence[str], *, zca_epsilon: fl
             stats["zca_mean"] = data.mean(axis=0)
             stats["whitening"] = zca_whitening_matrix(np.cov(data, rowvar=False, bias=True),
                                                       epsilon=zca_epsilon)
+        elif step == "variance":
+            stats["variance_gain"] = variance_gain(float(data.var(axis=0).mean()),
+                                                   target_variance=target_variance)
         data = apply_step(data, step, stats, contrast_epsilon=contrast_epsilon)
     return stats

@@ -40,7 +40,7 @@ from ufl import __version__
 from ufl.config.base import ConfigError, to_jsonable
 from ufl.pipeline import layout
 from ufl.pipeline.analyzers import OrderedMomentsCombineFn, merge_stats
-from ufl.pipeline.normalize import CONTRAST_EPSILON, STATS_KEYS
+from ufl.pipeline.normalize import CONTRAST_EPSILON, SCATTER_STEPS, STATS_KEYS
 from ufl.pipeline.patches import ExtractOptions
 from ufl.pipeline.sources import ArraySource, Source, open_source
 from ufl.pipeline.transforms import (SUMMARY_FILE, SummaryCombineFn, UnitMomentsFn, WriteShardFn, write_bytes,
@@ -63,10 +63,11 @@ def build_pipeline(pipeline: beam.Pipeline, source: Source, units: list, options
         previous = beam.pvalue.AsSingleton(stats) if stats is not None else {}
         unit_moments = inputs | f"UnitMoments_{index}_{step}" >> beam.ParDo(
             UnitMomentsFn(source, options, eval_fraction=config.eval_fraction, steps=steps[:index],
-                          contrast_epsilon=contrast_epsilon, with_scatter=step == "zca"), previous)
+                          contrast_epsilon=contrast_epsilon, with_scatter=step in SCATTER_STEPS), previous)
         moments = unit_moments | f"Moments_{index}_{step}" >> beam.CombineGlobally(OrderedMomentsCombineFn())
         stats = moments | f"Stats_{index}_{step}" >> beam.Map(
-            merge_stats, previous, step=step, zca_epsilon=config.zca_epsilon)
+            merge_stats, previous, step=step, zca_epsilon=config.zca_epsilon,
+            target_variance=config.target_variance)
     stats_side = beam.pvalue.AsSingleton(stats) if stats is not None else None
     num_shards = config.num_shards
     writer = WriteShardFn(source, options, eval_fraction=config.eval_fraction, steps=steps,
@@ -298,7 +299,8 @@ def build_metadata(config, options: ExtractOptions, source: Source, summary: dic
         "counts": {"images_read": summary["images_read"], "images_rejected": summary["images_rejected"],
                    "patches": summary["patches"], "patches_dropped_flat": summary["patches_dropped_flat"]},
         "normalization": {"steps": list(config.normalize), "zca_epsilon": config.zca_epsilon,
-                          "contrast_epsilon": CONTRAST_EPSILON, "statistics_from": "train"},
+                          "contrast_epsilon": CONTRAST_EPSILON, "target_variance": config.target_variance,
+                          "statistics_from": "train"},
         "source": config.source,
         "color": config.color,
         "image_shape": shapes[0] if len(shapes) == 1 else None,

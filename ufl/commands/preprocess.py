@@ -27,6 +27,8 @@ EXAMPLES = """examples:
   ufl preprocess --source builtin:digits --extract full --normalize none --out data/digits
   ufl preprocess --source 'images:photos/*.jpg' --color rgb --extract grid --stride 8 --out data/photos
   ufl preprocess --source mat:patches.mat:patches --extract full --normalize mean --out data/olshausen
+  ufl preprocess --source builtin:natural --out data/demo --normalize zca,variance \
+      --target-variance 0.0003                                              # sparse-coding-demo
   ufl preprocess --source builtin:mnist --extract full --out data/mnist --direct_running_mode=in_memory
   ufl preprocess --source builtin:natural --out data/natural \\
       --runner=apache_beam.runners.dask.dask_runner.DaskRunner --dask_client_address=127.0.0.1:8786
@@ -53,9 +55,12 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--eval-fraction", type=float, default=0.1,
                         help="fraction of images held out for eval, by a stable hash of their uri (default 0.1)")
     parser.add_argument("--normalize", default="contrast,zca",
-                        help="comma-separated steps from none, scale, contrast, mean, zca (default contrast,zca)")
+                        help="comma-separated steps from none, scale, contrast, mean, zca, variance "
+                        "(default contrast,zca)")
     parser.add_argument("--zca-epsilon", type=float, default=0.01,
                         help="added to the covariance eigenvalues before ZCA whitening (default 0.01)")
+    parser.add_argument("--target-variance", type=float, default=1.0,
+                        help="pixel variance of the patches after the variance step (default 1.0)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random patch positions (default 0)")
     parser.add_argument("--num-shards", type=int, default=4, help="TFRecord files per split (default 4)")
     parser.add_argument("--max-reject-fraction", type=float, default=0.5,
@@ -75,8 +80,8 @@ def build_config(args):
         source=args.source, out=args.out, patch_size=patch_size, color=args.color, extract=args.extract,
         patches_per_image=args.patches_per_image, stride=args.stride, min_std=args.min_std,
         eval_fraction=args.eval_fraction, normalize=args.normalize, zca_epsilon=args.zca_epsilon,
-        seed=args.seed, num_shards=args.num_shards, max_reject_fraction=args.max_reject_fraction,
-        overwrite=args.overwrite, tfds_data_dir=args.tfds_data_dir)
+        target_variance=args.target_variance, seed=args.seed, num_shards=args.num_shards,
+        max_reject_fraction=args.max_reject_fraction, overwrite=args.overwrite, tfds_data_dir=args.tfds_data_dir)
 
 
 def run(args) -> int:

@@ -10,7 +10,7 @@ SOURCE_SCHEMES = ("builtin", "images", "npy", "npz", "mat", "tfds")
 BUILTIN_SOURCES = ("natural", "digits", "faces", "mnist")
 EXTRACT_MODES = ("random", "grid", "center", "full")
 COLOR_MODES = ("gray", "rgb")
-NORMALIZATION_STEPS = ("none", "scale", "contrast", "mean", "zca")
+NORMALIZATION_STEPS = ("none", "scale", "contrast", "mean", "zca", "variance")
 
 
 def parse_normalization(spec: str) -> Tuple[str, ...]:
@@ -40,8 +40,9 @@ class PreprocessConfig:
       min_std: drop patches whose pixel standard deviation (in [0,1] units) is below it (>= 0).
       eval_fraction: fraction of sources put in the eval split, by a stable hash of the source uri,
         in [0, 1).
-      normalize: normalization steps in order, from ``none|scale|contrast|mean|zca``.
+      normalize: normalization steps in order, from ``none|scale|contrast|mean|zca|variance``.
       zca_epsilon: regularizer added to the covariance eigenvalues before whitening (> 0).
+      target_variance: pixel variance of the patches after the ``variance`` step (> 0; default 1.0).
       seed: seed of the random patch positions; same seed -> identical patches.
       num_shards: TFRecord shards per split (>= 1).
       max_reject_fraction: fail when more than this fraction of inputs is rejected, in [0, 1].
@@ -60,6 +61,7 @@ class PreprocessConfig:
     eval_fraction: float = 0.1
     normalize: Tuple[str, ...] = ("contrast", "zca")
     zca_epsilon: float = 0.01
+    target_variance: float = 1.0
     seed: int = 0
     num_shards: int = 4
     max_reject_fraction: float = 0.5
@@ -105,6 +107,8 @@ class PreprocessConfig:
         require(0.0 <= self.eval_fraction < 1.0, "eval_fraction", self.eval_fraction,
                 "use --eval-fraction in [0, 1), e.g. 0.1")
         require(self.zca_epsilon > 0, "zca_epsilon", self.zca_epsilon, "use --zca-epsilon > 0")
+        require(self.target_variance > 0, "target_variance", self.target_variance,
+                "use --target-variance > 0, e.g. 0.0003 for the sparse-coding-demo preset")
         require(self.num_shards >= 1, "num_shards", self.num_shards, "use --num-shards >= 1")
         require(0.0 <= self.max_reject_fraction <= 1.0, "max_reject_fraction",
                 self.max_reject_fraction, "use --max-reject-fraction in [0, 1]")
