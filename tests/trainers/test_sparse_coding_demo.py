@@ -142,21 +142,22 @@ def test_measure_accepts_gabors_and_rejects_random_pixel_dct_and_pca_atoms():
 @pytest.mark.slow
 def test_demo_preset_on_its_data_recipe_learns_gabor_like_filters(tmp_path):
     # The preset as a user runs it: ufl preprocess with the preset's data recipe, then ufl train, shortened
-    # to 20 of its 100 epochs (measured: about half the atoms pass all three tests after 20 epochs).
+    # to 10 of its 100 epochs (1,800 steps; measured: 61% of the atoms pass all three tests by then).
     preset = get_preset("sparse-coding-demo")
     recipe = [f"--{key.replace('_', '-')}={value}" for key, value in preset.data.items()
-              if key in ("source", "patch_size", "extract", "normalize", "zca_epsilon", "target_variance")]
+              if key in ("source", "patch_size", "extract", "patches_per_image", "normalize", "zca_epsilon",
+                         "target_variance")]
     data, run = str(tmp_path / "data"), str(tmp_path / "run")
     assert main(["preprocess", *recipe, "--out", data, "--direct_running_mode=in_memory"]) == 0
-    assert main(["train", "sparse-coding-demo", "--data", data, "--out", run, "--epochs", "20"]) == 0
+    assert main(["train", "sparse-coding-demo", "--data", data, "--out", run, "--epochs", "10"]) == 0
     atoms = load_trained_model(run).model.filters()
     size = atoms.shape[1]
     measures = gabor_measures(atoms.reshape(len(atoms), -1), size)
     summary = {key: round(float(np.mean(value)), 3) for key, value in measures.items()}
     summary.update({f"median_{key}": round(float(np.median(measures[key])), 3)
                     for key in ("localization", "anisotropy")})
-    print("demo filters after 20 epochs:", summary)
-    assert summary["gabor_like"] >= 0.35, summary
+    print("demo filters after 10 epochs:", summary)
+    assert summary["gabor_like"] >= 0.4, summary
     assert summary["median_localization"] > 0.55 and summary["median_anisotropy"] > 2.5, summary
     # the same measure on the untrained (glorot-uniform) dictionary
     initial = np.random.default_rng(0).uniform(-1, 1, atoms.shape).reshape(len(atoms), -1)
