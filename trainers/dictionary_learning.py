@@ -3,9 +3,12 @@
 Per batch of patches S ``(batch, patch_dim)`` with sparse codes X ``(batch, n_atoms)``:
 
 1. Sufficient statistics with forgetting: ``C ← β·C + XᵀX / n`` and ``B ← β·B + XᵀS / n`` (``C`` is
-   ``(n_atoms, n_atoms)``, ``B`` is ``(n_atoms, patch_dim)``, n the global batch size). β follows the
-   mini-batch schedule of Mairal et al. (JMLR 2010, §3.4), the one scikit-learn's
-   ``MiniBatchDictionaryLearning`` uses: early batches are forgotten fast, later ones slowly.
+   ``(n_atoms, n_atoms)``, ``B`` is ``(n_atoms, patch_dim)``, n the global batch size). β is
+   ``(1 − 1/t)^ρ`` at batch t (Mairal et al., JMLR 2010, §3.4.2 "scaling the past data"): with the
+   forgetting rate ρ > 0 the statistics weigh batch s by about ``(s/t)^ρ``, so codes inferred under the
+   early, poor dictionaries fade out. ρ = 0 selects scikit-learn's ``MiniBatchDictionaryLearning``
+   schedule instead, which weighs batch s by about s/t for the first n batches (ρ ≈ 1) and then forgets at
+   the rate 1/n per batch.
 2. Block coordinate descent over the atoms (rows of A), warm-started at the current dictionary:
    ``a_j ← a_j + (B_j − C_j·A) / C_jj``, then ``a_j`` is projected onto the unit ball ``‖a_j‖ <= 1``
    (the constraint of the paper; onto the unit sphere when ``unit_norm`` is exact). Atoms no patch has used
@@ -24,10 +27,15 @@ import tensorflow as tf
 UNUSED_ATOM_THRESHOLD = 1e-10
 
 
-def forgetting_factor(step: tf.Tensor, batch_size: tf.Tensor) -> tf.Tensor:
-    """β of batch number ``step`` (0-based) for global batches of ``batch_size`` patches (Mairal et al. 2010,
-    as in scikit-learn): θ = (t+1)·n for t < n − 1, else n² + t + 1 − n; β = (θ + 1 − n) / (θ + 1)."""
+def forgetting_factor(step: tf.Tensor, batch_size: tf.Tensor, *, rate: float = 0.0) -> tf.Tensor:
+    """β of batch number ``step`` (0-based) for global batches of ``batch_size`` patches.
+
+    ``rate`` ρ > 0: β = (1 − 1/t)^ρ with t = step + 1 (Mairal et al. 2010, §3.4.2). ``rate`` 0: the schedule
+    of scikit-learn: θ = (t+1)·n for t < n − 1, else n² + t + 1 − n; β = (θ + 1 − n) / (θ + 1).
+    """
     step = tf.cast(step, tf.float32)
+    if rate > 0:
+        return tf.pow(1.0 - 1.0 / (step + 1.0), float(rate))
     batch_size = tf.cast(batch_size, tf.float32)
     theta = tf.where(step < batch_size - 1.0, (step + 1.0) * batch_size,
                      batch_size * batch_size + step + 1.0 - batch_size)
@@ -48,10 +56,12 @@ def batch_statistics(codes: tf.Tensor, patches: tf.Tensor) -> Tuple[tf.Tensor, t
 
 
 def update_statistics(code_gram_stat: tf.Tensor, code_patch_stat: tf.Tensor, codes: tf.Tensor,
-                      patches: tf.Tensor, step: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
-    """New ``(C, B)`` after the batch ``(codes, patches)``; ``step`` is the 0-based batch number."""
+                      patches: tf.Tensor, step: tf.Tensor, *, forgetting_rate: float = 0.0
+                      ) -> Tuple[tf.Tensor, tf.Tensor]:
+    """New ``(C, B)`` after the batch ``(codes, patches)``; ``step`` is the 0-based batch number and
+    ``forgetting_rate`` the ρ of ``forgetting_factor``."""
     code_gram, code_patch, count = batch_statistics(codes, patches)
-    beta = forgetting_factor(step, count)
+    beta = forgetting_factor(step, count, rate=forgetting_rate)
     return beta * code_gram_stat + code_gram / count, beta * code_patch_stat + code_patch / count
 
 

@@ -11,6 +11,14 @@ from typing import Optional, Sequence
 import numpy as np
 
 
+def preload_in_background() -> None:
+    """Imports matplotlib in a daemon thread (about half a second), so that the loss plot at the end of
+    training does not wait for it; training's compiled steps release the interpreter meanwhile."""
+    import threading
+
+    threading.Thread(target=_pyplot, name="ufl-preload-matplotlib", daemon=True).start()
+
+
 def _pyplot():
     import matplotlib
 

@@ -6,8 +6,9 @@ the previous one stopped, even after ``kill -9``), and runs compiled executions 
 steps (``strategy.DistributedSteps``): with one replica, an XLA-able model and an in-memory split, one XLA
 while loop gathers the batches by index and runs ``model.train_step``; otherwise one ``tf.function`` pulls
 batches from the distributed iterator inside the graph and runs ``model.train_step`` on every replica.
-Metrics are summed in the graph, so the host sees one small dict per execution. Metrics go to TensorBoard, RUN/logs/history.jsonl,
-a progress line per epoch, and finally metrics.json and the plots.
+Metrics are summed in the graph, so the host sees one small dict per execution. The eval split is scored
+after every epoch (from memory on the fused path, see ``_evaluator``). Metrics go to TensorBoard,
+RUN/logs/history.jsonl, a progress line per epoch, and finally metrics.json and the plots.
 """
 from __future__ import annotations
 
@@ -34,6 +35,10 @@ from ufl.trainers.run_dir import (CHECKPOINT_DIR, LOG_DIR, METRICS_FILE, PLOT_DI
                                   write_json)
 from ufl.trainers.strategy import DistributedInput, DistributedSteps, is_chief, strategy_name, worker_count
 
+#: Rows of the in-memory eval split coded per call (rounded down to whole batches).
+EVAL_CHUNK_ROWS = 1024
+#: Patches shown in plots/reconstructions.png.
+PLOTTED_PATCHES = 10
 #: Metric keys copied to the top level of metrics.json (from the eval split when it exists).
 SUMMARY_KEYS = ("reconstruction_error", "sparsity", "nonzeros", "accuracy")
 
@@ -106,6 +111,8 @@ def train(config: TrainConfig, *, strategy: Optional[tf.distribute.Strategy] = N
                           f"{train_input.count} training patches; use --batch-size <= {train_input.count}")
     eval_input = _eval_input(strategy, config, metadata, model)
     steps_per_epoch = train_input.steps_per_epoch
+    if chief:
+        plots.preload_in_background()
     if step_in_epoch >= steps_per_epoch:
         epoch, step_in_epoch = epoch + 1, 0
 
@@ -113,6 +120,7 @@ def train(config: TrainConfig, *, strategy: Optional[tf.distribute.Strategy] = N
     # reductions, which XLA cannot place across devices.
     jit_compile = config.jit_compile and model.supports_jit and replicas == 1
     executor = DistributedSteps(model, strategy, jit_compile=jit_compile)
+    evaluate = _evaluator(executor, eval_input, model)
     log_dir = os.path.join(config.out, LOG_DIR)
     writer = tf.summary.create_file_writer(log_dir) if chief else tf.summary.create_noop_writer()
     say = print if chief else (lambda *args, **kwargs: None)
@@ -184,7 +192,7 @@ def train(config: TrainConfig, *, strategy: Optional[tf.distribute.Strategy] = N
                     train_metrics = {key: value / epoch_steps for key, value in sums.items()}
                 ended = step_in_epoch >= steps_per_epoch
                 if eval_input is not None:
-                    eval_metrics = executor.run_eval(eval_input, step)
+                    eval_metrics = evaluate(step)
                     for key, value in eval_metrics.items():
                         plots.log_scalar(f"eval/{key}", value, step)
                     if chief:
@@ -208,7 +216,7 @@ def train(config: TrainConfig, *, strategy: Optional[tf.distribute.Strategy] = N
     if not train_metrics:
         train_metrics = _last_record(read_history(config.out) if chief else [], "train")
     if eval_input is not None and not eval_metrics:
-        eval_metrics = executor.run_eval(eval_input, step)
+        eval_metrics = evaluate(step)
     summary = eval_metrics or train_metrics
     metrics = {
         "preset": config.preset,
@@ -232,7 +240,7 @@ def train(config: TrainConfig, *, strategy: Optional[tf.distribute.Strategy] = N
         "reference": _reference(config.preset),
     }
     if chief:
-        _write_plots(model, config, sample_shape)
+        _write_plots(model, config, sample_shape, _plot_patches(config, eval_input, executor))
         write_json(os.path.join(config.out, METRICS_FILE), metrics)
     return metrics
 
@@ -355,13 +363,50 @@ def _progress_line(epoch: int, epochs: int, step: int, train_metrics: dict, eval
     return "  ".join(parts)
 
 
-def _write_plots(model, config: TrainConfig, sample_shape) -> None:
+def _evaluator(executor: DistributedSteps, eval_input: Optional[DistributedInput], model):
+    """``evaluate(step) -> metrics`` of the eval split.
+
+    On the fused path (one replica, split in memory) the split is coded in chunks of whole batches by one
+    traced, uncompiled ``test_step``: the same per-batch means as ``DistributedSteps.run_eval`` without a
+    second input pipeline and a second XLA compilation, which cost seconds for a pass that runs once per
+    epoch. Elsewhere ``run_eval`` pulls the batches through the distributed iterator.
+    """
+    if eval_input is None or not (executor.can_fuse and eval_input.in_memory):
+        return lambda step: executor.run_eval(eval_input, step)
+    chunk_rows = eval_input.global_batch_size * max(1, EVAL_CHUNK_ROWS // eval_input.global_batch_size)
+    test_step = None
+
+    def evaluate(step: int) -> Dict[str, float]:
+        nonlocal test_step
+        tensors = eval_input.memory_tensors()
+        if test_step is None:  # one trace for every chunk size
+            spec = {name: tf.TensorSpec([None, *value.shape[1:]], value.dtype) for name, value in tensors.items()}
+            test_step = tf.function(model.test_step, input_signature=[spec])
+        rows = eval_input.steps_per_epoch * eval_input.global_batch_size
+        sums: Dict[str, float] = {}
+        for start in range(0, rows, chunk_rows):
+            size = min(chunk_rows, rows - start)
+            metrics = test_step({name: value[start:start + size] for name, value in tensors.items()})
+            for key, value in metrics.items():
+                sums[key] = sums.get(key, 0.0) + float(value) * size
+        return {key: value / rows for key, value in sums.items()}
+
+    return evaluate
+
+
+def _plot_patches(config: TrainConfig, eval_input: Optional[DistributedInput], executor: DistributedSteps):
+    """A few patches for plots/reconstructions.png: the eval split's first, from memory when it is there."""
+    if eval_input is not None and executor.can_fuse and eval_input.in_memory:
+        return eval_input.memory_tensors()["patch"][:PLOTTED_PATCHES]
+    split = "eval" if shard_files(config.data, "eval") else "train"
+    return next(iter(read_patches(config.data, split, batch_size=PLOTTED_PATCHES)))["patch"]
+
+
+def _write_plots(model, config: TrainConfig, sample_shape, patches: tf.Tensor) -> None:
     plot_dir = os.path.join(config.out, PLOT_DIR)
     filters = model.filters()
     if filters is not None:
         plots.plot_filters(filters, os.path.join(plot_dir, "filters.png"))
-    split = "eval" if shard_files(config.data, "eval") else "train"
-    patches = next(iter(read_patches(config.data, split, batch_size=10)))["patch"]
     if model.supports_reconstruction:
         rebuilt = model.reconstruct(patches)
         plots.plot_reconstructions(patches.numpy(), np.asarray(rebuilt), sample_shape,

@@ -265,7 +265,7 @@ def test_presets_build_and_document_their_sources():
         assert isinstance(model, SparseCodingModel)
     demo = get_preset("sparse-coding-demo")
     assert demo.model["inference"] == "rmsprop" and demo.model["n_atoms"] == 49
-    assert demo.train["optimizer"] == {"name": "rmsprop", "learning_rate": 0.1}
+    assert (demo.train["optimizer"]["name"], demo.train["optimizer"]["learning_rate"]) == ("rmsprop", 0.1)
 
 
 def test_wrong_patch_length_is_refused():
@@ -287,6 +287,7 @@ def test_layer_refuses_patches_of_another_length():
     ({"dictionary_init": "zeros"}, "dictionary_init 'zeros' is invalid; use one of: data, initializer"),
     ({"unit_norm_atoms": False}, "online dictionary learning needs atoms in the unit ball"),
     ({"bcd_passes": 0}, "bcd_passes 0 is invalid"),
+    ({"forgetting_rate": -1}, "forgetting_rate -1 is invalid; use a number >= 0"),
     ({"n_atom": 3}, "argument 'n_atom' is invalid"),
     ({"n_atoms": 0}, "n_atoms 0 is invalid; use a positive integer"),
     ({"sparsity_weight": -1.0}, "sparsity_weight -1.0 is invalid"),

@@ -75,6 +75,23 @@ def test_stopped_and_resumed_run_equals_uninterrupted_run(in_memory, data_dir, t
     assert steps == sorted(set(steps)) and steps[-1] == 32
 
 
+def test_in_memory_eval_gives_the_metrics_of_the_iterator_eval(data_dir, tmp_path):
+    # the fused run evaluates its in-memory split in chunks; the iterator path pulls the same two whole
+    # batches of 24 (of 64 eval rows) through tf.data
+    metrics = train(config(data_dir, tmp_path / "run", epochs=1, batch_size=24))
+    assert metrics["execution"] == "fused" and "loss" in metrics["eval"]
+    model = load_trained_model(str(tmp_path / "run")).model
+    strategy = tf.distribute.get_strategy()
+    eval_input = strategy_module.DistributedInput(strategy, data_dir, "eval", global_batch_size=24, count=64,
+                                                  patch_dim=model.patch_dim, shuffle=False)
+    streamed = strategy_module.DistributedSteps(model, strategy, jit_compile=False).run_eval(eval_input, 0)
+    assert metrics["eval"].keys() == streamed.keys()
+    for key, value in streamed.items():
+        assert metrics["eval"][key] == pytest.approx(value, rel=1e-5, abs=1e-7)
+    evals = [r for r in read_history(str(tmp_path / "run")) if r["split"] == "eval"]
+    assert evals[-1]["loss"] == pytest.approx(metrics["eval_objective"])
+
+
 def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path):
     from ufl.pipeline.tfrecord import write_data_dir
 
