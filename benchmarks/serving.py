@@ -5,9 +5,12 @@ concurrent clients (and the CPU time each call costs, client + server, which the
 the machine does not change), for: the SavedModel's ``serving_default`` called in this process (the peer), and
 ``ufl serve`` (a separate process, as deployed) called over gRPC with the official TF-Serving stubs, with
 and without ``--enable_batching``; next to the thinnest grpcio server around the same SavedModel
-(``minimal_server``: decode, call, encode, nothing else) and, for batch 1, one that answers with an
-empty response (``grpc_floor``: what any Python gRPC server costs per call). Prints one JSON line; goals: serving overhead <= 1 ms p50 at batch 1,
-throughput at batch 256 >= 90% of in-process.
+(``minimal_server``: decode, call, encode, nothing else), a grpcio server that answers every request
+with a ready-made response of the model's output size (``grpc_floor``: what moving the request and the
+answer through Python gRPC costs, with no model), and ufl serve's own way of running the model (a
+TensorFlow session callable, as tensorflow_model_server) called in this process (``session``), so that
+served ~= session + grpc_floor + ufl's request handling. Prints one JSON line; goals: serving overhead
+<= 1 ms p50 at batch 1, throughput at batch 256 >= 90% of in-process.
 
     python benchmarks/serving.py                      # a sparse-coding-like model: 20 ISTA steps, 256 codes
     python benchmarks/serving.py --model-dir work/models/NAME/1     # an exported model (e.g. `make run`'s)
@@ -112,11 +115,12 @@ def measure(calls: dict, batch: np.ndarray, clients: int, seconds: float, rounds
     return results
 
 
-def minimal_server(model_dir: str | None) -> int:
-    """The thinnest grpcio PredictionService (run as ``serving.py --minimal-server [DIR]``; prints its port).
+def minimal_server(model_dir: str) -> int:
+    """The thinnest grpcio PredictionService (run as ``serving.py --minimal-server DIR``; prints its port).
 
-    Without DIR it answers every Predict with an empty response: what any Python gRPC server pays per call.
-    With DIR it decodes ``tensor_content``, calls the SavedModel's ``serving_default`` and encodes the
+    With DIR = ``floor:K`` it answers every Predict with a ready-made ``(N, K)`` float32 response, N the
+    request's batch size: what any Python gRPC server pays to move a request and its answer. With a
+    model DIR it decodes ``tensor_content``, calls the SavedModel's ``serving_default`` and encodes the
     output, with no model spec, validation, versions or batching: ufl serve minus its TF-Serving features.
     """
     import concurrent.futures
@@ -124,22 +128,34 @@ def minimal_server(model_dir: str | None) -> int:
     import grpc
     from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-    function = tf.saved_model.load(model_dir).signatures["serving_default"] if model_dir else None
+    floor_codes = int(model_dir.split(":")[1]) if model_dir.startswith("floor:") else None
+    function = None if floor_codes else tf.saved_model.load(model_dir).signatures["serving_default"]
+    ready_made = {}
 
     class Minimal(prediction_service_pb2_grpc.PredictionServiceServicer):
         def Predict(self, request, context):
+            if function is None:
+                (proto,) = request.inputs.values()
+                rows = proto.tensor_shape.dim[0].size
+                if rows not in ready_made:
+                    ready_made[rows] = predict_pb2.PredictResponse()
+                    output = ready_made[rows].outputs["codes"]
+                    output.dtype = proto.dtype
+                    output.tensor_shape.dim.add(size=rows)
+                    output.tensor_shape.dim.add(size=floor_codes)
+                    output.tensor_content = np.zeros((rows, floor_codes), np.float32).tobytes()
+                return ready_made[rows]
             response = predict_pb2.PredictResponse()
-            if function is not None:
-                (key, proto), = request.inputs.items()
-                shape = [dim.size for dim in proto.tensor_shape.dim]
-                inputs = np.frombuffer(proto.tensor_content, np.float32).reshape(shape)
-                (name, value), = function(**{key: tf.constant(inputs)}).items()
-                value = value.numpy()
-                output = response.outputs[name]
-                output.dtype = proto.dtype
-                for size in value.shape:
-                    output.tensor_shape.dim.add(size=size)
-                output.tensor_content = value.tobytes()
+            (key, proto), = request.inputs.items()
+            shape = [dim.size for dim in proto.tensor_shape.dim]
+            inputs = np.frombuffer(proto.tensor_content, np.float32).reshape(shape)
+            (name, value), = function(**{key: tf.constant(inputs)}).items()
+            value = value.numpy()
+            output = response.outputs[name]
+            output.dtype = proto.dtype
+            for size in value.shape:
+                output.tensor_shape.dim.add(size=size)
+            output.tensor_content = value.tobytes()
             return response
 
     server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=16),
@@ -152,9 +168,9 @@ def minimal_server(model_dir: str | None) -> int:
     return 0
 
 
-def start_minimal_server(model_dir: str | None) -> tuple:
+def start_minimal_server(model_dir: str) -> tuple:
     """Starts :func:`minimal_server` in a subprocess; returns (process, gRPC port)."""
-    command = [sys.executable, os.path.abspath(__file__), "--minimal-server", *([model_dir] if model_dir else [])]
+    command = [sys.executable, os.path.abspath(__file__), "--minimal-server", model_dir]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     return process, int(process.stdout.readline().split("127.0.0.1:")[1].rstrip(";\n"))
 
@@ -181,15 +197,16 @@ def main() -> int:
     parser.add_argument("--n-steps", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=4.0, help="per measurement and peer")
     parser.add_argument("--rounds", type=int, default=4, help="alternating rounds per measurement")
-    parser.add_argument("--minimal-server", nargs="?", const="", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--minimal-server", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.minimal_server is not None:
-        return minimal_server(args.minimal_server or None)
+        return minimal_server(args.minimal_server)
 
     import grpc
     from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
     from ufl.export.client import CHANNEL_OPTIONS, fill_tensor_proto, ndarray_from_tensor_proto, wait_until_available
+    from ufl.export.model_manager import ServableVersion
 
     workdir = tempfile.mkdtemp(prefix="ufl-serving-bench-")
     name = "bench"
@@ -210,13 +227,19 @@ def main() -> int:
     def in_process(batch):
         return next(iter(function(**{input_key: tf.constant(batch)}).values())).numpy()
 
+    servable = ServableVersion(name, 1, version_dir)
+
+    def session(batch):
+        return servable.run("serving_default", {input_key: batch})
+
     rng = np.random.default_rng(0)
     batches = {size: rng.uniform(size=(size, PATCH_DIM)).astype(np.float32) for size in (1, 256)}
     results = {"model": args.model_dir or f"ISTA {args.n_steps} steps, {args.n_codes} codes, 16x16 patches",
                "cpus": os.cpu_count(), "load_average_before": [round(value, 2) for value in os.getloadavg()]}
     servers, channels, server_pids = [], [], {}
     try:
-        calls_by_size = {size: {"in_process": in_process} for size in batches}
+        calls_by_size = {size: {"in_process": in_process, "session": session} for size in batches}
+        n_codes = next(iter(session(batches[1]).values())).shape[-1]
         for label, batching in (("served", None), ("served_batching", batching_file)):
             process, port = start_server(workdir, name, batching)
             servers.append(process)
@@ -235,15 +258,13 @@ def main() -> int:
 
                 np.testing.assert_allclose(over_grpc(batch), in_process(batch), rtol=1e-4, atol=1e-5)
                 calls_by_size[size][label] = over_grpc
-        for label, model in (("grpc_floor", None), ("minimal_server", version_dir)):
+        for label, model in (("grpc_floor", f"floor:{n_codes}"), ("minimal_server", version_dir)):
             process, port = start_minimal_server(model)
             servers.append(process)
             server_pids[label] = process.pid
             channels.append(grpc.insecure_channel(f"127.0.0.1:{port}", options=CHANNEL_OPTIONS))
             stub = prediction_service_pb2_grpc.PredictionServiceStub(channels[-1])
             for size, batch in batches.items():
-                if model is None and size != 1:
-                    continue
                 request = predict_pb2.PredictRequest()
                 fill_tensor_proto(request.inputs[input_key], batch)
 
@@ -281,7 +302,13 @@ def main() -> int:
             results[f"{label}_b1_c1"]["cpu_ms_per_call"] - results["in_process_b1_c1"]["cpu_ms_per_call"], 3)
         results[f"{label}_cpu_ratio_b256_c1"] = round(
             results["in_process_b256_c1"]["cpu_ms_per_call"] / results[f"{label}_b256_c1"]["cpu_ms_per_call"], 3)
-    results["grpc_floor_p50_ms_b1_c1"] = results["grpc_floor_b1_c1"]["p50_ms"]
+    for size in batches:
+        results[f"grpc_floor_p50_ms_b{size}_c1"] = results[f"grpc_floor_b{size}_c1"]["p50_ms"]
+        # The best a Python gRPC server running the model as ufl serve does could reach: model + transport.
+        results[f"session_plus_grpc_floor_p50_ms_b{size}_c1"] = round(
+            results[f"session_b{size}_c1"]["p50_ms"] + results[f"grpc_floor_b{size}_c1"]["p50_ms"], 3)
+        results[f"served_minus_session_and_floor_p50_ms_b{size}_c1"] = round(
+            results[f"served_b{size}_c1"]["p50_ms"] - results[f"session_plus_grpc_floor_p50_ms_b{size}_c1"], 3)
     results["served_vs_minimal_server_p50_ms_b1_c1"] = round(
         results["served_b1_c1"]["p50_ms"] - results["minimal_server_b1_c1"]["p50_ms"], 3)
     results["served_vs_minimal_server_cpu_ms_b1_c1"] = round(

@@ -33,14 +33,14 @@ def test_tfserving_backend_execs_tensorflow_model_server_with_the_same_flags(tmp
     result = subprocess.run(
         ufl_command("serve", "--model_config_file", str(config), "--enable_batching",
                     "--batching_parameters_file", str(tmp_path / "batching.config"), "--port=9000",
-                    "--rest_api_port=0", "--monitoring_config_file=/m.config"),
+                    "--rest_api_port=0", "--tensorflow_inter_op_parallelism=1", "--monitoring_config_file=/m.config"),
         cwd=REPO, env={**os.environ, "PATH": f"{fake.parent}{os.pathsep}{os.environ['PATH']}"},
         capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert json.loads(argv_file.read_text()) == [
         "--port=9000", "--rest_api_port=0", f"--model_config_file={config}", "--enable_batching=true",
         f"--batching_parameters_file={tmp_path / 'batching.config'}", "--file_system_poll_wait_seconds=1",
-        "--enable_model_warmup=true", "--monitoring_config_file=/m.config"]
+        "--enable_model_warmup=true", "--tensorflow_inter_op_parallelism=1", "--monitoring_config_file=/m.config"]
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -53,6 +53,8 @@ def test_tfserving_backend_execs_tensorflow_model_server_with_the_same_flags(tmp
      "model_config_file .* does not exist"),
     (["serve", "--model_base_path", "{tmp}", "--backend", "ufl", "--grpc_channel_arguments", "x=1"],
      "grpc_channel_arguments item 'x=1' is invalid"),
+    (["serve", "--model_base_path", "{tmp}", "--backend", "ufl", "--tensorflow_intra_op_parallelism=-1"],
+     "--tensorflow_intra_op_parallelism -1 is negative"),
     (["serve", "--model_base_path", "{tmp}", "--backend", "ufl", "--monitoring_config_file=x"],
      r"unrecognized arguments \['--monitoring_config_file=x'\]"),
 ])

@@ -55,6 +55,11 @@ def add_parser(subparsers) -> None:
         help="seconds between scans for new model versions (default 1; 0 = only at start)")
     add("--enable_model_warmup", "--enable-model-warmup", type=_boolean, nargs="?", const=True, default=True,
         help="replay assets.extra/tf_serving_warmup_requests before serving a version (default true)")
+    add("--tensorflow_intra_op_parallelism", "--tensorflow-intra-op-parallelism", type=int, default=0,
+        help="threads one TensorFlow op may use (default 0 = one per core)")
+    add("--tensorflow_inter_op_parallelism", "--tensorflow-inter-op-parallelism", type=int, default=0,
+        help="threads running a request's independent ops in parallel (default 0 = one per core); each "
+        "request also runs on its own gRPC thread")
     add("--grpc_max_threads", "--grpc-max-threads", type=int, default=0,
         help="gRPC worker threads (default max(16, 4 x CPUs))")
     add("--grpc_channel_arguments", "--grpc-channel-arguments", default="",
@@ -79,8 +84,9 @@ def tfserving_command(args, binary: str = TF_SERVING_BINARY) -> list:
             command.append(f"--batching_parameters_file={os.path.abspath(args.batching_parameters_file)}")
     command += [f"--file_system_poll_wait_seconds={int(round(args.file_system_poll_wait_seconds))}",
                 f"--enable_model_warmup={'true' if args.enable_model_warmup else 'false'}"]
-    if args.grpc_max_threads:
-        command.append(f"--grpc_max_threads={args.grpc_max_threads}")
+    for flag in ("tensorflow_intra_op_parallelism", "tensorflow_inter_op_parallelism", "grpc_max_threads"):
+        if getattr(args, flag):
+            command.append(f"--{flag}={getattr(args, flag)}")
     if args.grpc_channel_arguments:
         command.append(f"--grpc_channel_arguments={args.grpc_channel_arguments}")
     return command + list(args.extra_args)
@@ -122,6 +128,7 @@ def run(args) -> int:
 
 def _serve(args) -> int:
     import logging
+    from ufl.config import ConfigError
     from ufl.export import model_manager
     from ufl.export.client import MAX_MESSAGE_BYTES
     from ufl.export.batching import read_batching_parameters
@@ -135,11 +142,17 @@ def _serve(args) -> int:
     else:
         config = model_manager.single_model_config(args.model_name, os.path.abspath(args.model_base_path))
         source = "--model_base_path"
+    for flag in ("tensorflow_intra_op_parallelism", "tensorflow_inter_op_parallelism", "grpc_max_threads"):
+        if getattr(args, flag) < 0:
+            raise ConfigError(f"--{flag} {getattr(args, flag)} is negative; use 0 for the default or a thread count")
     channel_arguments = _channel_arguments(args.grpc_channel_arguments)
     max_message_bytes = dict(channel_arguments).get("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)
     batching = read_batching_parameters(args.batching_parameters_file) if args.enable_batching else None
+    session_config = model_manager.session_config(intra_op_threads=args.tensorflow_intra_op_parallelism,
+                                                  inter_op_threads=args.tensorflow_inter_op_parallelism)
     manager = model_manager.ModelManager(config, poll_wait_seconds=args.file_system_poll_wait_seconds,
-                                         enable_warmup=args.enable_model_warmup, source=source)
+                                         enable_warmup=args.enable_model_warmup, source=source,
+                                         session_config=session_config)
     server = ModelServer(manager, host=args.host, port=args.port,
                          rest_api_port=args.rest_api_port or None, batching=batching,
                          max_threads=args.grpc_max_threads or None, max_message_bytes=max_message_bytes,
