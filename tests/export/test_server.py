@@ -12,7 +12,7 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb
 import serving_testlib as lib
 from ufl.config import ConfigError
 from ufl.export import signatures
-from ufl.export.model_manager import (ModelManager, ServableVersion, read_model_config_file,
+from ufl.export.model_manager import (ModelManager, ServableVersion, read_model_config_file, session_config,
                                        single_model_config)
 from ufl.export.batching import read_batching_parameters
 from ufl.export.server import ModelServer
@@ -196,6 +196,36 @@ def test_batching_runs_concurrent_requests_together_with_the_same_answers(tmp_pa
     expected = lib.in_process(coder, "serving_default", patches=np.concatenate(inputs))
     np.testing.assert_allclose(np.concatenate(answers), expected, rtol=1e-6, atol=1e-7)
     assert runs == [3 * len(inputs)]
+
+
+def test_concurrent_requests_each_run_on_their_grpc_thread_with_one_tensorflow_thread(tmp_path, coder):
+    """Requests run on their gRPC threads (not queued behind a one-thread TensorFlow pool) and stay correct."""
+    base = str(tmp_path / "coder")
+    lib.install_version(coder, base, 1)
+    manager = ModelManager(single_model_config("coder", base), poll_wait_seconds=0,
+                           session_config=session_config(intra_op_threads=1, inter_op_threads=1))
+    inputs = [lib.patches(2 + seed, seed=seed) for seed in range(8)]
+    answers = [None] * len(inputs)
+    with ModelServer(manager, port=0, rest_api_port=None) as server:
+        predict, _ = stubs(server.port)
+        barrier = threading.Barrier(len(inputs))
+
+        def call(index):
+            barrier.wait(timeout=30)
+            for signature in (signatures.SERVING_DEFAULT, signatures.RECONSTRUCT):
+                response = predict.Predict(request(inputs[index], signature=signature), timeout=30)
+                answers[index] = (answers[index] or ()) + (tf.make_ndarray(next(iter(response.outputs.values()))),)
+
+        threads = [threading.Thread(target=call, args=(index,)) for index in range(len(inputs))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    everything = np.concatenate(inputs)  # one in-process call per signature; rows agree to float rounding
+    np.testing.assert_allclose(np.concatenate([codes for codes, _ in answers]),
+                               lib.in_process(coder, "serving_default", patches=everything), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.concatenate([reconstruction for _, reconstruction in answers]),
+                               lib.in_process(coder, "reconstruct", patches=everything), rtol=1e-5, atol=1e-6)
 
 
 def test_model_config_file_with_version_policy_and_labels(tmp_path_factory, coder):
