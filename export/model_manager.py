@@ -78,7 +78,12 @@ class ServableVersion:
         self.name, self.version, self.path = name, version, path
         self._graph = tf.Graph()
         self._session = tf.compat.v1.Session(graph=self._graph, config=config or session_config())
-        meta_graph = tf.compat.v1.saved_model.loader.load(self._session, ["serve"], path)
+        logger, level = tf.get_logger(), tf.get_logger().level
+        logger.setLevel(logging.ERROR)  # the v1 loader's deprecation notice: sessions are used on purpose here
+        try:
+            meta_graph = tf.compat.v1.saved_model.loader.load(self._session, ["serve"], path)
+        finally:
+            logger.setLevel(level)
         self.signature_defs = dict(meta_graph.signature_def)
         # "__saved_model_init_op" and the like are not servable signatures.
         self._callables = {key: self._make_callable(value) for key, value in self.signature_defs.items()
