@@ -267,11 +267,12 @@ class SparseCodingModel(FeatureLearner):
         patches = self._first_replica_patches(patches)
 
         def initial_atoms():
-            # 1% of another patch keeps atoms distinct when the batch is smaller than n_atoms (deterministic,
-            # unlike random noise, whose generator differs between XLA and TF kernels)
+            # 1% of another patch keeps atoms distinct when the batch is smaller than n_atoms: atoms j and
+            # j + size share their main patch but not the other one (deterministic, unlike random noise,
+            # whose generator differs between XLA and TF kernels)
             index = tf.range(self.n_atoms)
             size = tf.shape(patches)[0]
-            atoms = tf.gather(patches, index % size) + 0.01 * tf.gather(patches, (index + 1) % size)
+            atoms = tf.gather(patches, index % size) + 0.01 * tf.gather(patches, (index + 1 + index // size) % size)
             return atoms / tf.maximum(tf.norm(atoms, axis=1, keepdims=True), 1e-12)
 
         self.dictionary.assign(tf.cond(tf.equal(self.update_count, 0), initial_atoms,

@@ -105,6 +105,19 @@ def test_online_learning_recovers_a_planted_dictionary():
     assert metrics["nonzeros"] < 6  # 3 true nonzeros per patch
 
 
+def test_data_initialization_gives_distinct_atoms_from_a_batch_smaller_than_the_dictionary():
+    # 16 atoms from a batch of 6 patches: atoms j, j + 6 and j + 12 start from the same patch; they must
+    # still differ (by about 1e-4 in cosine), or the gradient update, which moves equal atoms equally,
+    # could never separate them
+    patches = np.random.default_rng(0).standard_normal((6, 16)).astype(np.float32)  # like whitened patches
+    model = make_model(sample_shape=(4, 4, 1), n_atoms=16, dictionary_update="gradient", max_inference_steps=5)
+    model.train_step({"patch": patches})
+    atoms = model.dictionary.numpy()
+    atoms /= np.linalg.norm(atoms, axis=1, keepdims=True)
+    cosines = np.abs(atoms @ atoms.T)[np.triu_indices(16, k=1)]
+    assert cosines.max() < 0.99999
+
+
 def test_duplicate_atoms_are_replaced_and_their_statistics_cleared():
     from ufl.trainers.dictionary_learning import replace_redundant_atoms
 
