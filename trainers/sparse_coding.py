@@ -175,7 +175,9 @@ class SparseCodingModel(FeatureLearner):
       bcd_passes: online mode: block-coordinate-descent sweeps over the atoms per batch (> 0). Default 1.
       forgetting_rate: online mode: ρ >= 0 of the statistics' forgetting factor (1 − 1/t)^ρ at batch t
         (``ufl.trainers.dictionary_learning.forgetting_factor``): batch s counts about (s/t)^ρ at batch
-        t. 0 uses scikit-learn's schedule (about s/t for the first batch-size batches). Default 0.
+        t. 0 uses scikit-learn's schedule (about s/t for the first batch-size batches). Default 20: lower
+        held-out objectives and more localized atoms than 0 on natural patches (measurements at the
+        ``sparse-coding`` preset).
       **layer_arguments: the ``SparseCoding`` arguments (``sparsity_weight``, ``inference``, ...).
     """
 
@@ -183,7 +185,7 @@ class SparseCodingModel(FeatureLearner):
     extra_arguments = _LAYER_ARGUMENTS
 
     def __init__(self, sample_shape, n_atoms: int = 256, *, dictionary_update: str = "online",
-                 dictionary_init: str = "data", bcd_passes: int = 1, forgetting_rate: float = 0.0,
+                 dictionary_init: str = "data", bcd_passes: int = 1, forgetting_rate: float = 20.0,
                  name: str = "sparse_coding", **layer_arguments):
         super().__init__(sample_shape, name=name)
         unknown = sorted(set(layer_arguments) - set(_LAYER_ARGUMENTS))
