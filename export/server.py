@@ -1,13 +1,13 @@
 """The TF-Serving gRPC API of ``ufl serve``: PredictionService, ModelService, request batching, the server.
 
 Servicers are built on the official ``tensorflow_serving.apis`` stubs, so any TF-Serving client works
-unchanged. Requests are decoded straight from ``tensor_content`` bytes and run through the SavedModel's
-signature functions (traced at export, never retraced); with ``enable_batching`` concurrent requests are
-batched by ``ufl.export.batching``.
+unchanged. Requests are decoded straight from ``tensor_content`` bytes and run through the served version's
+TensorFlow session (``ufl.export.model_manager``) on the gRPC worker thread that went idle last
+(``ufl.export.worker_pool``); with ``enable_batching`` concurrent requests are batched by
+``ufl.export.batching``.
 """
 from __future__ import annotations
 
-import concurrent.futures
 import logging
 import os
 import threading
@@ -23,6 +23,7 @@ from ufl.config import ConfigError
 from ufl.export.client import MAX_MESSAGE_BYTES, fill_tensor_proto, ndarray_from_tensor_proto
 from ufl.export.batching import BatchingOptions, BatchQueue
 from ufl.export.model_manager import ModelManager, ServableVersion, ServingError
+from ufl.export.worker_pool import HotThreadPool
 
 log = logging.getLogger("ufl.serve")
 
@@ -196,9 +197,8 @@ class ModelServer:
                    ("grpc.max_send_message_length", max_message_bytes),
                    ("grpc.so_reuseport", 0)] + list(channel_arguments)
         workers = max_threads or max(16, 4 * (os.cpu_count() or 1))
-        self._grpc = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=workers,
-                                                                        thread_name_prefix="ufl-grpc"),
-                                 options=options, maximum_concurrent_rpcs=None)
+        self._workers = HotThreadPool(max_workers=workers, thread_name_prefix="ufl-grpc")
+        self._grpc = grpc.server(self._workers, options=options, maximum_concurrent_rpcs=None)
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionServicer(self.predictor),
                                                                            self._grpc)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(manager), self._grpc)
@@ -237,6 +237,7 @@ class ModelServer:
     def stop(self, grace: float = 2.0) -> None:
         """Stops accepting requests, lets in-flight ones finish for ``grace`` seconds, stops polling."""
         self._grpc.stop(grace).wait()
+        self._workers.shutdown(wait=False)
         if self._rest is not None:
             self._rest.shutdown()
             self._rest.server_close()
