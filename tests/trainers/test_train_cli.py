@@ -158,3 +158,13 @@ def test_real_sparse_coding_model_trains_sparse_codes_and_resumes(tmp_path, caps
     assert 0 < metrics["mean_nonzeros"] < 9 and 0 < metrics["sparsity"] < 0.75  # of 12 atoms
     assert (tmp_path / "run" / "plots" / "filters.png").exists()
     assert load_trained_model(str(tmp_path / "run")).model.filters().shape == (12, 4, 4, 1)
+
+
+def test_train_loads_tensorflow_with_tf_keras_not_keras_3_and_restores_the_environment():
+    # Keras 3 (and scikit-learn through it) would add about 1.3 s to every ufl train start-up
+    script = ("import os, sys; from ufl.cli import main; code = main(['train', '--list-presets']); "
+              "print(code, 'keras' in sys.modules, 'tf_keras' in sys.modules, 'TF_USE_LEGACY_KERAS' in os.environ)")
+    environment = {key: value for key, value in os.environ.items() if key != "TF_USE_LEGACY_KERAS"}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO_ROOT,
+                            env=environment, timeout=120)
+    assert result.stdout.split()[-4:] == ["0", "False", "True", "False"], result.stderr[-2000:]

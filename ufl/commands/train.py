@@ -5,6 +5,7 @@ import argparse
 import dataclasses
 import json
 import os
+import sys
 from typing import Any, Dict, Mapping, Optional
 
 from ufl.config.base import ConfigError
@@ -123,10 +124,25 @@ def _cli_value(value: Any) -> str:
     return str(value)
 
 
+def import_tensorflow_with_tf_keras() -> None:
+    """Imports TensorFlow with tf_keras as its Keras, unless it is imported already or the user set
+    TF_USE_LEGACY_KERAS.
+
+    ufl's models are tf_keras (Keras 2); by default TensorFlow's start-up eagerly imports Keras 3 (and
+    scikit-learn through it), about 1.3 s of every ``ufl train``. The variable is removed again after the
+    import, so processes the caller starts later see the environment it had.
+    """
+    if "tensorflow" in sys.modules or "TF_USE_LEGACY_KERAS" in os.environ:
+        return
+    os.environ["TF_USE_LEGACY_KERAS"] = "1"
+    try:
+        import tensorflow  # noqa: F401
+    finally:
+        del os.environ["TF_USE_LEGACY_KERAS"]
+
+
 def run(args) -> int:
-    # ufl's models are tf_keras (Keras 2). Unless told otherwise, TensorFlow's start-up eagerly imports Keras 3
-    # (and scikit-learn through it), ~1.3 s of every ufl train run; this makes it load tf_keras instead.
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    import_tensorflow_with_tf_keras()
     if args.list_presets:
         print(describe_presets())
         return 0
