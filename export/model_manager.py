@@ -61,7 +61,7 @@ def session_config(*, intra_op_threads: int = 0, inter_op_threads: int = 0) -> t
 
 
 # Runs each request's graph on the calling (gRPC worker) thread instead of handing it to the inter-op pool
-# and waiting: one thread switch less per request, as TF-Serving's ``inter_op_thread_pool = -1``.
+# and waiting (TensorFlow's "caller thread" pool, -1): one thread switch less per request.
 _RUN_OPTIONS = tf.compat.v1.RunOptions(inter_op_thread_pool=-1)
 
 
