@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import json
 import os
 import sys
@@ -136,7 +137,7 @@ def import_tensorflow_with_tf_keras() -> None:
         return
     os.environ["TF_USE_LEGACY_KERAS"] = "1"
     try:
-        import tensorflow  # noqa: F401
+        importlib.import_module("tensorflow")
     finally:
         del os.environ["TF_USE_LEGACY_KERAS"]
 
