@@ -363,6 +363,11 @@ def _progress_line(epoch: int, epochs: int, step: int, train_metrics: dict, eval
     return "  ".join(parts)
 
 
+def _eval_from_memory(executor: DistributedSteps, eval_input: Optional[DistributedInput]) -> bool:
+    """Whether the eval split is read from memory (the fused path: one replica, split held in memory)."""
+    return eval_input is not None and executor.can_fuse and eval_input.in_memory
+
+
 def _evaluator(executor: DistributedSteps, eval_input: Optional[DistributedInput], model):
     """``evaluate(step) -> metrics`` of the eval split.
 
@@ -371,7 +376,7 @@ def _evaluator(executor: DistributedSteps, eval_input: Optional[DistributedInput
     second input pipeline and a second XLA compilation, which cost seconds for a pass that runs once per
     epoch. Elsewhere ``run_eval`` pulls the batches through the distributed iterator.
     """
-    if eval_input is None or not (executor.can_fuse and eval_input.in_memory):
+    if not _eval_from_memory(executor, eval_input):
         return lambda step: executor.run_eval(eval_input, step)
     chunk_rows = eval_input.global_batch_size * max(1, EVAL_CHUNK_ROWS // eval_input.global_batch_size)
     test_step = None
@@ -396,7 +401,7 @@ def _evaluator(executor: DistributedSteps, eval_input: Optional[DistributedInput
 
 def _plot_patches(config: TrainConfig, eval_input: Optional[DistributedInput], executor: DistributedSteps):
     """A few patches for plots/reconstructions.png: the eval split's first, from memory when it is there."""
-    if eval_input is not None and executor.can_fuse and eval_input.in_memory:
+    if _eval_from_memory(executor, eval_input):
         return eval_input.memory_tensors()["patch"][:PLOTTED_PATCHES]
     split = "eval" if shard_files(config.data, "eval") else "train"
     return next(iter(read_patches(config.data, split, batch_size=PLOTTED_PATCHES)))["patch"]

@@ -27,8 +27,8 @@ EXAMPLES = """examples:
   ufl preprocess --source builtin:digits --extract full --normalize none --out data/digits
   ufl preprocess --source 'images:photos/*.jpg' --color rgb --extract grid --stride 8 --out data/photos
   ufl preprocess --source mat:patches.mat:patches --extract full --normalize mean --out data/olshausen
-  ufl preprocess --source builtin:natural --out data/demo --normalize zca,variance \
-      --target-variance 0.0003                                              # sparse-coding-demo
+  ufl preprocess --source builtin:natural --out data/demo --patch-size 16 --patches-per-image 2000 \\
+      --normalize zca,variance --target-variance 0.0005                     # sparse-coding-demo
   ufl preprocess --source builtin:mnist --extract full --out data/mnist --direct_running_mode=in_memory
   ufl preprocess --source builtin:natural --out data/natural \\
       --runner=apache_beam.runners.dask.dask_runner.DaskRunner --dask_client_address=127.0.0.1:8786

@@ -21,6 +21,8 @@ or  curl -d '{"instances": [[0.1, ...]]}' http://127.0.0.1:8501/v1/models/patche
 """
 
 TF_SERVING_BINARY = "tensorflow_model_server"
+#: Thread-count flags: passed on to tensorflow_model_server when set (0 = its default), never negative.
+THREAD_FLAGS = ("tensorflow_intra_op_parallelism", "tensorflow_inter_op_parallelism", "grpc_max_threads")
 
 
 def _boolean(text: str) -> bool:
@@ -84,7 +86,7 @@ def tfserving_command(args, binary: str = TF_SERVING_BINARY) -> list:
             command.append(f"--batching_parameters_file={os.path.abspath(args.batching_parameters_file)}")
     command += [f"--file_system_poll_wait_seconds={int(round(args.file_system_poll_wait_seconds))}",
                 f"--enable_model_warmup={'true' if args.enable_model_warmup else 'false'}"]
-    for flag in ("tensorflow_intra_op_parallelism", "tensorflow_inter_op_parallelism", "grpc_max_threads"):
+    for flag in THREAD_FLAGS:
         if getattr(args, flag):
             command.append(f"--{flag}={getattr(args, flag)}")
     if args.grpc_channel_arguments:
@@ -142,7 +144,7 @@ def _serve(args) -> int:
     else:
         config = model_manager.single_model_config(args.model_name, os.path.abspath(args.model_base_path))
         source = "--model_base_path"
-    for flag in ("tensorflow_intra_op_parallelism", "tensorflow_inter_op_parallelism", "grpc_max_threads"):
+    for flag in THREAD_FLAGS:
         if getattr(args, flag) < 0:
             raise ConfigError(f"--{flag} {getattr(args, flag)} is negative; use 0 for the default or a thread count")
     channel_arguments = _channel_arguments(args.grpc_channel_arguments)

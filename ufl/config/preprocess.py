@@ -108,7 +108,7 @@ class PreprocessConfig:
                 "use --eval-fraction in [0, 1), e.g. 0.1")
         require(self.zca_epsilon > 0, "zca_epsilon", self.zca_epsilon, "use --zca-epsilon > 0")
         require(self.target_variance > 0, "target_variance", self.target_variance,
-                "use --target-variance > 0, e.g. 0.0003 for the sparse-coding-demo preset")
+                "use --target-variance > 0, e.g. 0.0005 for the sparse-coding-demo preset")
         require(self.num_shards >= 1, "num_shards", self.num_shards, "use --num-shards >= 1")
         require(0.0 <= self.max_reject_fraction <= 1.0, "max_reject_fraction",
                 self.max_reject_fraction, "use --max-reject-fraction in [0, 1]")
