@@ -38,6 +38,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from ufl import __version__
 from ufl.config.base import ConfigError, to_jsonable
+from ufl.errors import RejectionError
 from ufl.pipeline import layout
 from ufl.pipeline.analyzers import OrderedMomentsCombineFn, merge_stats
 from ufl.pipeline.normalize import CONTRAST_EPSILON, SCATTER_STEPS, STATS_KEYS
@@ -260,10 +261,6 @@ class Progress:
             state = (f"{len(shards)} shard files started (of up to {2 * self.num_shards}), "
                      f"{written / 1e6:.1f} MB written" if shards else "reading inputs, computing statistics")
             self.say(f"ufl preprocess: {time.monotonic() - self.started:.0f} s: {state}", flush=True)
-
-
-class RejectionError(ConfigError):
-    """Nothing usable remains, or more than max_reject_fraction of the inputs were rejected."""
 
 
 def check_rejections(summary: dict, config, temp_dir: str) -> None:

@@ -18,8 +18,7 @@ from ufl.pipeline.layout import (COMPRESSION, METADATA_FILE, REJECTED_FILE, SCHE
                                  STATS_FILE, shard_name)
 
 
-class DataError(ValueError):
-    """A DATA/ directory is missing, incomplete or inconsistent; the message says which file and what to do."""
+from ufl.errors import DataError  # noqa: F401,E402  (re-exported: the reader raises it)
 
 
 def encode_example(patch: np.ndarray, source: bytes, position: Sequence[int],

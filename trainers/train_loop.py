@@ -25,6 +25,7 @@ import tf_keras
 
 from ufl.config.base import ConfigError, to_jsonable
 from ufl.config.train import TrainConfig
+from ufl.errors import TrainingDiverged  # noqa: F401  (re-exported for callers of train())
 from ufl.pipeline import DataError, load_metadata, read_patches
 from ufl.pipeline.tfrecord import shard_files
 from ufl.trainers import plots
@@ -41,10 +42,6 @@ EVAL_CHUNK_ROWS = 1024
 PLOTTED_PATCHES = 10
 #: Metric keys copied to the top level of metrics.json (from the eval split when it exists).
 SUMMARY_KEYS = ("reconstruction_error", "sparsity", "nonzeros", "accuracy")
-
-
-class TrainingDiverged(ConfigError):
-    """The loss became NaN or infinite; the message names the step and the checkpoint that was kept."""
 
 
 def make_optimizer(spec: dict) -> tf_keras.optimizers.Optimizer:

@@ -12,7 +12,7 @@ import sys
 from typing import List, Optional
 
 from ufl import __version__
-from ufl.config import ConfigError
+from ufl.errors import UflError
 
 VERBS = ("preprocess", "train", "export", "serve", "features", "evaluate", "run")
 
@@ -43,9 +43,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     args.extra_args = extra
     try:
         return int(args.run(args) or 0)
-    except ConfigError as error:
+    except UflError as error:
         print(f"ufl {args.verb}: error: {error}", file=sys.stderr)
-        return 2
+        return error.exit_code
     except KeyboardInterrupt:
         print(f"ufl {args.verb}: interrupted", file=sys.stderr)
         return 130

@@ -8,8 +8,7 @@ import tempfile
 from typing import Any, Iterable
 
 
-class ConfigError(ValueError):
-    """A config value is invalid. The message names the field, the bad value and what is allowed."""
+from ufl.errors import ConfigError  # noqa: F401  (re-exported: configs raise it)
 
 
 def require(condition: bool, field: str, value: Any, allowed: str) -> None:
