@@ -64,7 +64,8 @@ def build_pipeline(pipeline: beam.Pipeline, source: Source, units: list, options
         previous = beam.pvalue.AsSingleton(stats) if stats is not None else {}
         unit_moments = inputs | f"UnitMoments_{index}_{step}" >> beam.ParDo(
             UnitMomentsFn(source, options, eval_fraction=config.eval_fraction, steps=steps[:index],
-                          contrast_epsilon=contrast_epsilon, with_scatter=step in SCATTER_STEPS), previous)
+                          contrast_epsilon=contrast_epsilon, with_scatter=step in SCATTER_STEPS,
+                          eval_split=config.eval_split), previous)
         moments = unit_moments | f"Moments_{index}_{step}" >> beam.CombineGlobally(OrderedMomentsCombineFn())
         stats = moments | f"Stats_{index}_{step}" >> beam.Map(
             merge_stats, previous, step=step, zca_epsilon=config.zca_epsilon,
@@ -72,7 +73,8 @@ def build_pipeline(pipeline: beam.Pipeline, source: Source, units: list, options
     stats_side = beam.pvalue.AsSingleton(stats) if stats is not None else None
     num_shards = config.num_shards
     writer = WriteShardFn(source, options, eval_fraction=config.eval_fraction, steps=steps,
-                          contrast_epsilon=contrast_epsilon, out_dir=out_dir, num_shards=num_shards)
+                          contrast_epsilon=contrast_epsilon, out_dir=out_dir, num_shards=num_shards,
+                          eval_split=config.eval_split)
     (inputs
      | "AssignShards" >> beam.Map(lambda item: (item[0] % num_shards, item))
      | "GroupByShard" >> beam.GroupByKey()
@@ -103,12 +105,20 @@ def check_output(config) -> None:
                           "(no metadata.json); choose an empty or new --out")
 
 
+def check_eval_split(config, source: Source) -> None:
+    """``--eval-split source`` needs a source with its own test images."""
+    if config.eval_split == "source" and "test" not in source.split_names:
+        raise ConfigError(f"source {config.source} has no train/test split of its own, so --eval-split source "
+                          "has no test images to hold out; use --eval-split hash (the default) or a source "
+                          "with one, such as builtin:mnist or builtin:fashion-mnist")
+
+
 def patch_shape(config, source: Source) -> Tuple[int, int]:
     """(rows, cols) of the samples: ``patch_size`` squared, or an array source's image size for ``full``."""
     if config.patch_size is not None:
         return config.patch_size, config.patch_size
     if isinstance(source, ArraySource):
-        rows, cols = source.arrays()[0].shape[1:3]
+        rows, cols = source.arrays().images.shape[1:3]
         return int(rows), int(cols)
     raise ConfigError(f"extract 'full' without --patch-size needs images of one known size; source "
                       f"{config.source} has images of differing sizes: pass --patch-size")
@@ -191,6 +201,7 @@ def preprocess(config, pipeline_args: Sequence[str] = (), *, verbose: bool = Fal
     source = open_source(config.source, color=config.color, tfds_data_dir=config.tfds_data_dir)
     check_output(config)
     source.check()
+    check_eval_split(config, source)
     options = ExtractOptions(patch_shape(config, source), config.extract, config.patches_per_image,
                              config.stride, config.min_std, config.seed)
     units = source.units()
@@ -305,6 +316,8 @@ def build_metadata(config, options: ExtractOptions, source: Source, summary: dic
         "extract_options": {"patches_per_image": config.patches_per_image, "stride": config.stride,
                             "min_std": config.min_std, "seed": config.seed},
         "eval_fraction": config.eval_fraction,
+        "eval_split": config.eval_split,
+        "source_splits": list(source.split_names),
         "num_shards": config.num_shards,
         "ufl_version": __version__,
         "created": started.isoformat(timespec="seconds"),

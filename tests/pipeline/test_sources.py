@@ -20,7 +20,7 @@ def read_all(spec, **kwargs):
 @pytest.mark.parametrize("spec, shape, labelled", [
     ("builtin:digits", (1797, 8, 8, 1), True),
     ("builtin:faces", (100, 25, 25, 1), False),
-    ("builtin:mnist", (10000, 28, 28, 1), True),
+    ("builtin:mnist10k", (10000, 28, 28, 1), True),
 ])
 def test_builtin_arrays(spec, shape, labelled):
     images, labels = load_images(spec)

@@ -3,13 +3,16 @@ from __future__ import annotations
 
 import argparse
 
-from ufl.config.preprocess import COLOR_MODES, EXTRACT_MODES
+from ufl.config.preprocess import COLOR_MODES, EVAL_SPLITS, EXTRACT_MODES
 
 DESCRIPTION = """Cut patches from images, normalize them and write DATA/ (sharded GZIP TFRecords,
 metadata.json, stats.npz, rejected.jsonl) with an Apache Beam pipeline.
 
 sources (--source SCHEME:ARG):
-  builtin:natural | builtin:digits | builtin:faces | builtin:mnist    bundled images, no download
+  builtin:natural | builtin:digits | builtin:faces | builtin:mnist10k    bundled images, no download
+  builtin:mnist | builtin:fashion-mnist   the full datasets, 60,000 train + 10,000 test, found in the folder
+                       named by $UFL_DATASETS, in Keras' cache (~/.keras/datasets) or Debian's
+                       /usr/share/datasets/fashion-mnist, else downloaded by tf_keras when online
   images:GLOB          PNG/JPEG/BMP/GIF files (local, gs://, s3:// ... through Beam's FileSystems)
   npy:PATH             N x H x W [x C] array
   npz:PATH[:KEY]       array KEY (default 'images'); labels from 'labels' when present
@@ -29,7 +32,8 @@ EXAMPLES = """examples:
   ufl preprocess --source mat:patches.mat:patches --extract full --normalize mean --out data/olshausen
   ufl preprocess --source builtin:natural --out data/demo --patch-size 16 --patches-per-image 2000 \\
       --normalize zca,variance --target-variance 0.0005                     # sparse-coding-demo
-  ufl preprocess --source builtin:mnist --extract full --out data/mnist --direct_running_mode=in_memory
+  ufl preprocess --source builtin:mnist10k --extract full --out data/mnist10k --direct_running_mode=in_memory
+  ufl preprocess --source builtin:mnist --extract full --normalize none --eval-split source --out data/mnist
   ufl preprocess --source builtin:natural --out data/natural \\
       --runner=apache_beam.runners.dask.dask_runner.DaskRunner --dask_client_address=127.0.0.1:8786
 """
@@ -54,6 +58,9 @@ def add_parser(subparsers) -> None:
                         help="drop patches whose pixel std (in [0,1] units) is below this (default 0)")
     parser.add_argument("--eval-fraction", type=float, default=0.1,
                         help="fraction of images held out for eval, by a stable hash of their uri (default 0.1)")
+    parser.add_argument("--eval-split", choices=EVAL_SPLITS, default="hash",
+                        help="hash: hold out --eval-fraction of the images by a stable hash of their uri "
+                        "(default); source: the source's own test images (builtin:mnist, builtin:fashion-mnist)")
     parser.add_argument("--normalize", default="contrast,zca",
                         help="comma-separated steps from none, scale, contrast, mean, zca, variance "
                         "(default contrast,zca)")
@@ -79,7 +86,8 @@ def build_config(args):
     return PreprocessConfig(
         source=args.source, out=args.out, patch_size=patch_size, color=args.color, extract=args.extract,
         patches_per_image=args.patches_per_image, stride=args.stride, min_std=args.min_std,
-        eval_fraction=args.eval_fraction, normalize=args.normalize, zca_epsilon=args.zca_epsilon,
+        eval_fraction=args.eval_fraction, eval_split=args.eval_split, normalize=args.normalize,
+        zca_epsilon=args.zca_epsilon,
         target_variance=args.target_variance, seed=args.seed, num_shards=args.num_shards,
         max_reject_fraction=args.max_reject_fraction, overwrite=args.overwrite, tfds_data_dir=args.tfds_data_dir)
 
