@@ -1,7 +1,7 @@
 """Names and constants of the DATA/ layout, importable without TensorFlow (Beam workers use them).
 
 DATA/ holds ``{split}-SSSSS-of-NNNNN.tfrecord.gz`` shards, ``metadata.json`` (written last: a DATA/ without
-it is incomplete), ``stats.npz`` and ``rejected.jsonl``. See ../shared/DESIGN.md.
+it is incomplete), ``stats.npz`` and ``rejected.jsonl``. See docs/contracts.md.
 """
 from __future__ import annotations
 

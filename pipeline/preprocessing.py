@@ -1,4 +1,4 @@
-"""``ufl preprocess`` as a Beam pipeline: images -> patches -> normalization -> DATA/ (../shared/DESIGN.md).
+"""``ufl preprocess`` as a Beam pipeline: images -> patches -> normalization -> DATA/ (docs/contracts.md).
 
 The pipeline, one labelled step per line (the DoFns are in transforms.py)::
 

@@ -2,7 +2,7 @@
 
 DATA/ holds ``{split}-SSSSS-of-NNNNN.tfrecord.gz`` (GZIP TFRecords of tf.train.Example with ``patch``
 float list of length P*P*C, ``source`` bytes, ``position`` int64 [row, col], optional ``label`` int64),
-``metadata.json``, ``stats.npz`` and ``rejected.jsonl``. See ../shared/DESIGN.md.
+``metadata.json``, ``stats.npz`` and ``rejected.jsonl``. See docs/contracts.md.
 """
 from __future__ import annotations
 
