@@ -9,6 +9,8 @@ from typing import Optional, Tuple
 import numpy as np
 
 from ufl.config.base import ConfigError
+from ufl.errors import DataError
+from ufl.pipeline import datasets
 from ufl.pipeline.sources import ArraySource
 
 #: Keys tried for the labels of an npz file (plus ``y_train`` for ``x_train`` and the like).
@@ -112,6 +114,12 @@ class TfdsSource(ArraySource):
                               f"{str(error).splitlines()[0]}); check the name with tfds.list_builders() or "
                               "pass --tfds-data-dir with a prepared copy") from None
         if not builder.is_prepared():
+            unreachable = unreachable_hosts(builder)
+            if unreachable:  # TFDS would retry each file for minutes before giving up
+                raise DataError(f"tfds dataset {name!r} is not prepared in {builder.data_dir} and its download "
+                                f"host{'s' if len(unreachable) > 1 else ''} {', '.join(unreachable)} cannot be "
+                                f"reached (offline); prepare it on a machine online with 'tfds build {name} "
+                                "--data_dir DIR', copy DIR here and pass --tfds-data-dir DIR")
             try:
                 builder.download_and_prepare()
             except Exception as error:
@@ -137,3 +145,13 @@ class TfdsSource(ArraySource):
         dataset = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
         labels = None if label_key is None else dataset[label_key].astype(np.int64)
         return dataset[image_key], labels
+
+
+def unreachable_hosts(builder) -> list:
+    """The hosts of ``builder``'s download urls (TFDS's own bucket when it lists none) that do not answer."""
+    from urllib.parse import urlsplit
+
+    urls = list(getattr(builder, "url_infos", None) or {}) or [f"https://{datasets.DOWNLOAD_HOST}/"]
+    hosts = sorted({(parts.hostname, parts.port or (80 if parts.scheme == "http" else 443))
+                    for parts in map(urlsplit, urls) if parts.hostname})
+    return [host for host, port in hosts if not datasets.is_online(host, port=port)]

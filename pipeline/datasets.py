@@ -209,10 +209,10 @@ def first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else "no message"
 
 
-def is_online(host: str = DOWNLOAD_HOST, timeout: float = ONLINE_TIMEOUT) -> bool:
-    """Whether ``host`` answers on port 443 within ``timeout`` seconds."""
+def is_online(host: str = DOWNLOAD_HOST, timeout: float = ONLINE_TIMEOUT, port: int = 443) -> bool:
+    """Whether ``host`` answers on ``port`` within ``timeout`` seconds (a failed name lookup is immediate)."""
     try:
-        socket.create_connection((host, 443), timeout=timeout).close()
+        socket.create_connection((host, port), timeout=timeout).close()
         return True
     except OSError:
         return False

@@ -225,7 +225,7 @@ def preprocess(config, pipeline_args: Sequence[str] = (), *, verbose: bool = Fal
         with FileSystems.open(FileSystems.join(temp_dir, SUMMARY_FILE)) as handle:
             summary = json.loads(handle.read().decode("utf-8"))
         check_rejections(summary, config, temp_dir)
-        finish_shards(temp_dir, summary, config.num_shards)
+        summary["shards_written"] = finish_shards(temp_dir, summary, config.num_shards)
         metadata = build_metadata(config, options, source, summary, started)
         write_bytes(FileSystems.join(temp_dir, layout.CONFIG_FILE),
                     (json.dumps(to_jsonable(config), indent=2, sort_keys=True) + "\n").encode())
@@ -238,7 +238,7 @@ def preprocess(config, pipeline_args: Sequence[str] = (), *, verbose: bool = Fal
     except BaseException:
         remove_dir(temp_dir)
         raise
-    say(counter_summary(result, summary), flush=True)
+    say(counter_summary(metadata["counts"]), flush=True)
     return metadata
 
 
@@ -288,12 +288,14 @@ def check_rejections(summary: dict, config, temp_dir: str) -> None:
                              f"--max-reject-fraction {config.max_reject_fraction} ({reasons}); see {where}")
 
 
-def finish_shards(out_dir: str, summary: dict, num_shards: int) -> None:
-    """Deletes the (empty) shard files of a split that got no patches, e.g. eval with --eval-fraction 0."""
+def finish_shards(out_dir: str, summary: dict, num_shards: int) -> int:
+    """Deletes the (empty) shard files of a split that got no patches, e.g. eval with --eval-fraction 0;
+    returns how many shard files DATA/ keeps, counted on disk."""
     for split in layout.SPLITS:
         if summary["patches"][split] == 0:
             FileSystems.delete([FileSystems.join(out_dir, layout.shard_name(split, shard, num_shards))
                                 for shard in range(num_shards)])
+    return sum(path.endswith(".tfrecord.gz") for path in listing(out_dir))
 
 
 def build_metadata(config, options: ExtractOptions, source: Source, summary: dict,
@@ -305,7 +307,8 @@ def build_metadata(config, options: ExtractOptions, source: Source, summary: dic
         "channels": config.channels,
         "has_labels": source.has_labels,
         "counts": {"images_read": summary["images_read"], "images_rejected": summary["images_rejected"],
-                   "patches": summary["patches"], "patches_dropped_flat": summary["patches_dropped_flat"]},
+                   "patches": summary["patches"], "patches_dropped_flat": summary["patches_dropped_flat"],
+                   "shards_written": summary["shards_written"]},
         "normalization": {"steps": list(config.normalize), "zca_epsilon": config.zca_epsilon,
                           "contrast_epsilon": CONTRAST_EPSILON, "target_variance": config.target_variance,
                           "statistics_from": "train"},
@@ -327,17 +330,10 @@ def build_metadata(config, options: ExtractOptions, source: Source, summary: dic
     return metadata
 
 
-def counter_summary(result, summary: dict) -> str:
-    """One line of the Beam counters (or, on runners without metrics, of the summary's counts)."""
-    values = {}
-    try:
-        for counter in result.metrics().query()["counters"]:
-            if counter.key.metric.namespace == "ufl":
-                name = counter.key.metric.name
-                values[name] = values.get(name, 0) + (counter.committed or counter.attempted or 0)
-    except Exception:  # some runners (Dask) do not report metrics
-        pass
-    if not values:
-        values = {"images_read": summary["images_read"], "images_rejected": summary["images_rejected"],
-                  "patches_train": summary["patches"]["train"], "patches_eval": summary["patches"]["eval"]}
-    return "ufl preprocess: counters: " + ", ".join(f"{name}={values.get(name, 0)}" for name in COUNTERS)
+def counter_summary(counts: dict) -> str:
+    """One line of what was done, from DATA/'s own counts (the same on every runner: some, like Dask, do not
+    report Beam's metrics)."""
+    values = {"images_read": counts["images_read"], "images_rejected": counts["images_rejected"],
+              "patches_train": counts["patches"]["train"], "patches_eval": counts["patches"]["eval"],
+              "shards_written": counts["shards_written"]}
+    return "ufl preprocess: counters: " + ", ".join(f"{name}={values[name]}" for name in COUNTERS)

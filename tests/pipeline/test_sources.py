@@ -149,3 +149,19 @@ def test_array_of_the_wrong_layout_fails_before_any_work(tmp_path):
     with pytest.raises(ConfigError, match=r"array of shape \(2, 9, 8, 7\) in npy:.*channels_first.npy is not "
                                           r"N x H x W or N x H x W x C \(C = 1, 3 or 4\)"):
         open_source(f"npy:{tmp_path}/channels_first.npy").check()
+
+
+def test_tfds_dataset_offline_fails_in_one_line_without_downloading(tmp_path, monkeypatch):
+    import tensorflow_datasets as tfds
+
+    from ufl.errors import DataError
+    from ufl.pipeline import datasets
+
+    probed = []
+    monkeypatch.setattr(datasets, "is_online", lambda host, **kwargs: probed.append(host) and False)
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare",
+                        lambda *args, **kwargs: pytest.fail("a download was attempted offline"))
+    with pytest.raises(DataError, match=r"tfds dataset 'mnist' is not prepared in .* and its download host "
+                                        r"storage.googleapis.com cannot be reached \(offline\); .*--tfds-data-dir"):
+        load_images("tfds:mnist", tfds_data_dir=str(tmp_path))
+    assert probed == ["storage.googleapis.com"]

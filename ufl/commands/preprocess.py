@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import difflib
+import importlib
 
 from ufl.config.preprocess import COLOR_MODES, EVAL_SPLITS, EXTRACT_MODES
 
@@ -19,9 +21,9 @@ sources (--source SCHEME:ARG):
   mat:PATH[:KEY]       MATLAB file: (P*P, N) one patch per column, (H, W, N) or (H, W, C, N)
   tfds:NAME[:SPLIT]    a TensorFlow Datasets image dataset (see --tfds-data-dir)
 
-Any option this command does not know is passed to Beam (--runner, --direct_num_workers,
---direct_running_mode, --dask_client_address, --flink_master, --project ...). Without --runner it runs on
-the DirectRunner with 2 worker processes."""
+Options this command does not know go to Beam when Beam knows them (--runner, --direct_num_workers,
+--direct_running_mode, --dask_client_address, --flink_master, --project ...); any other is refused. Without
+--runner it runs on the DirectRunner with 2 worker processes."""
 
 EXAMPLES = """examples:
   ufl preprocess --source builtin:natural --out data/natural                # 16x16, contrast,zca
@@ -74,7 +76,8 @@ def add_parser(subparsers) -> None:
                         help="fail when more than this fraction of the inputs is unusable (default 0.5)")
     parser.add_argument("--tfds-data-dir", default=None, help="where tfds: sources find prepared datasets")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing complete DATA/")
-    parser.set_defaults(run=run, accepts_extra_args=True)
+    parser.set_defaults(run=run, accepts_extra_args=True,
+                        ufl_options=tuple(option for action in parser._actions for option in action.option_strings))
 
 
 def build_config(args):
@@ -103,9 +106,7 @@ def run(args) -> int:
 
     config = build_config(args)
     beam_args = list(getattr(args, "extra_args", []) or [])
-    if beam_args and not beam_args[0].startswith("-"):
-        raise ConfigError(f"argument {beam_args[0]!r} is invalid; pass Beam options as --name=value "
-                          "(e.g. --direct_running_mode=in_memory)")
+    check_beam_args(beam_args, getattr(args, "ufl_options", ()))
     metadata = preprocess(config, beam_args, verbose=True)
     counts = metadata["counts"]
     print(f"ufl preprocess: wrote {config.out}: {counts['patches']['train']} train and "
@@ -113,3 +114,50 @@ def run(args) -> int:
           f"x{metadata['channels']} from {counts['images_read'] - counts['images_rejected']} images "
           f"({counts['images_rejected']} rejected)")
     return 0
+
+
+def check_beam_args(beam_args, ufl_options=()) -> None:
+    """Refuses, before any work, arguments that neither ``ufl preprocess`` nor Beam knows (Beam would drop
+    them silently), suggesting the closest option name of either."""
+    from ufl.config import ConfigError
+
+    actions = beam_actions(beam_args)
+    index = 0
+    while index < len(beam_args):
+        arg = beam_args[index]
+        index += 1
+        if not arg.startswith("-"):
+            raise ConfigError(f"argument {arg!r} is invalid; pass Beam options as --name=value "
+                              "(e.g. --direct_running_mode=in_memory)")
+        name = arg.split("=", 1)[0]
+        if name not in actions:
+            guess = difflib.get_close_matches(name, list(ufl_options) + sorted(actions), n=1)
+            hint = f"did you mean {guess[0]}?" if guess else "see 'ufl preprocess --help' for ufl's options"
+            raise ConfigError(f"option {name} is not an option of ufl preprocess or of Beam; {hint}")
+        takes_value = actions[name].nargs != 0
+        if "=" not in arg and takes_value and index < len(beam_args) and not beam_args[index].startswith("-"):
+            index += 1  # --name value
+
+
+def beam_actions(beam_args) -> dict:
+    """Beam's pipeline options (every ``PipelineOptions`` subclass, with the chosen runner's) by flag."""
+    from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
+
+    runner = next((arg.split("=", 1)[1] for arg in beam_args if arg.startswith("--runner=")), "")
+    if "--runner" in beam_args[:-1]:
+        runner = beam_args[beam_args.index("--runner") + 1]
+    # A runner's module registers its options when imported: Dask's always (it is cheap), a runner given by
+    # its dotted path too.
+    modules = ["apache_beam.runners.dask.dask_runner"] + ([runner.rsplit(".", 1)[0]] if "." in runner else [])
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except Exception:  # Beam reports an unknown runner itself, with its own message
+            pass
+    parser = _BeamArgumentParser(allow_abbrev=False)
+    classes = {}
+    for cls in PipelineOptions.__subclasses__():  # as PipelineOptions.get_all_options collects them
+        classes.setdefault(str(cls), cls)
+    for cls in classes.values():
+        cls._add_argparse_args(parser)
+    return {option: action for action in parser._actions for option in action.option_strings}
