@@ -301,33 +301,20 @@ def finish_shards(out_dir: str, summary: dict, num_shards: int) -> int:
 def build_metadata(config, options: ExtractOptions, source: Source, summary: dict,
                    started: datetime.datetime) -> dict:
     shapes = summary["image_shapes"]
-    metadata = {
-        "schema_version": layout.SCHEMA_VERSION,
-        "patch_size": list(options.patch_shape),
-        "channels": config.channels,
-        "has_labels": source.has_labels,
-        "counts": {"images_read": summary["images_read"], "images_rejected": summary["images_rejected"],
-                   "patches": summary["patches"], "patches_dropped_flat": summary["patches_dropped_flat"],
-                   "shards_written": summary["shards_written"]},
-        "normalization": {"steps": list(config.normalize), "zca_epsilon": config.zca_epsilon,
-                          "contrast_epsilon": CONTRAST_EPSILON, "target_variance": config.target_variance,
-                          "statistics_from": "train"},
-        "source": config.source,
-        "color": config.color,
-        "image_shape": shapes[0] if len(shapes) == 1 else None,
-        "extract": config.extract,
-        "extract_options": {"patches_per_image": config.patches_per_image, "stride": config.stride,
-                            "min_std": config.min_std, "seed": config.seed},
-        "eval_fraction": config.eval_fraction,
-        "eval_split": config.eval_split,
-        "source_splits": list(source.split_names),
-        "num_shards": config.num_shards,
-        "ufl_version": __version__,
-        "created": started.isoformat(timespec="seconds"),
-    }
-    if source.has_labels:
-        metadata["num_classes"] = summary["max_label"] + 1
-    return metadata
+    counts = {"images_read": summary["images_read"], "images_rejected": summary["images_rejected"],
+              "patches": summary["patches"], "patches_dropped_flat": summary["patches_dropped_flat"],
+              "shards_written": summary["shards_written"]}
+    normalization = {"steps": list(config.normalize), "zca_epsilon": config.zca_epsilon,
+                     "contrast_epsilon": CONTRAST_EPSILON, "target_variance": config.target_variance,
+                     "statistics_from": "train"}
+    return layout.data_metadata(
+        patch_size=options.patch_shape, channels=config.channels, counts=counts, normalization=normalization,
+        source=config.source, num_classes=summary["max_label"] + 1 if source.has_labels else None,
+        color=config.color, image_shape=shapes[0] if len(shapes) == 1 else None, extract=config.extract,
+        extract_options={"patches_per_image": config.patches_per_image, "stride": config.stride,
+                         "min_std": config.min_std, "seed": config.seed},
+        eval_fraction=config.eval_fraction, eval_split=config.eval_split, source_splits=list(source.split_names),
+        num_shards=config.num_shards, ufl_version=__version__, created=started.isoformat(timespec="seconds"))
 
 
 def counter_summary(counts: dict) -> str:
