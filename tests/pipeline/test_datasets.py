@@ -221,3 +221,23 @@ def test_the_full_datasets_pass_their_published_checksums(shared_datasets, name,
     assert found.y_test[:10].tolist() == first_test_labels
     assert np.bincount(found.y_train).tolist() == (
         [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949] if name == "mnist" else [6000] * 10)
+
+
+def test_beam_worker_modules_load_without_tensorflow():
+    """Beam workers import the readers and writers; TensorFlow would cost each of them seconds."""
+    import subprocess
+
+    code = ("import sys; import ufl.pipeline.preprocessing, ufl.pipeline.transforms, ufl.pipeline.datasets, "
+            "ufl.pipeline.array_sources; print(sorted(m for m in ('tensorflow', 'tf_keras') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.slow
+def test_full_mnist_preprocessed_with_its_own_test_set(shared_datasets, tmp_path):
+    out = tmp_path / "mnist"
+    assert main(["preprocess", "--source", "builtin:mnist", "--extract", "full", "--normalize", "none",
+                 "--eval-split", "source", "--num-shards", "2", "--out", str(out)]) == 0
+    metadata = json.loads((out / "metadata.json").read_text())
+    assert metadata["counts"]["patches"] == {"train": 60000, "eval": 10000}
+    assert metadata["num_classes"] == 10 and metadata["counts"]["shards_written"] == 4
