@@ -11,10 +11,12 @@ import numpy as np
 from ufl.config.base import ConfigError
 from ufl.errors import DataError
 from ufl.pipeline import datasets
-from ufl.pipeline.sources import ArraySource
+from ufl.pipeline.sources import Arrays, ArraySource
 
 #: Keys tried for the labels of an npz file (plus ``y_train`` for ``x_train`` and the like).
 LABEL_KEYS = ("labels", "label", "y")
+#: Keras' dataset layout (``mnist.npz``): read whole, with its train/test split, when no key is given.
+KERAS_SPLIT_KEYS = ("x_train", "x_test")
 
 
 def split_path_key(arg: str, extension: str) -> Tuple[str, Optional[str]]:
@@ -53,6 +55,8 @@ class NpzSource(ArraySource):
         path, key = split_path_key(self.spec.split(":", 1)[1], ".npz")
         with np.load(path) as data:
             keys = list(data.files)
+            if key is None and set(KERAS_SPLIT_KEYS) <= set(keys):
+                return keras_split(data)
             if key is None:
                 key = "images" if "images" in keys else (keys[0] if len(keys) == 1 else None)
             if key not in keys:
@@ -63,6 +67,19 @@ class NpzSource(ArraySource):
             labels = next((data[k] for k in label_keys if k in keys and k != key
                            and data[k].shape == (len(images),)), None)
         return images, None if labels is None else labels.astype(np.int64)
+
+
+def keras_split(data) -> Arrays:
+    """An npz in Keras' layout (``x_train``, ``x_test``, labels ``y_train``, ``y_test`` when present) as one
+    array source with its own train/test split."""
+    train, test = data["x_train"], data["x_test"]
+    labels = None
+    if "y_train" in data.files and "y_test" in data.files:
+        labels = np.concatenate([data["y_train"], data["y_test"]]).astype(np.int64)
+        if len(labels) != len(train) + len(test):
+            labels = None
+    return Arrays(np.concatenate([train, test]), labels,
+                  (("train", 0, len(train)), ("test", len(train), len(train) + len(test))))
 
 
 class MatSource(ArraySource):

@@ -110,7 +110,7 @@ def check_eval_split(config, source: Source) -> None:
     if config.eval_split == "source" and "test" not in source.split_names:
         raise ConfigError(f"source {config.source} has no train/test split of its own, so --eval-split source "
                           "has no test images to hold out; use --eval-split hash (the default) or a source "
-                          "with one, such as builtin:mnist or builtin:fashion-mnist")
+                          "with one, such as builtin:mnist, builtin:fashion-mnist or an npz in Keras' layout")
 
 
 def patch_shape(config, source: Source) -> Tuple[int, int]:

@@ -11,7 +11,8 @@ A source spec is ``SCHEME:ARG``:
   images:GLOB       PNG/JPEG/BMP/GIF files matched by Beam's FileSystems (local, gs://, s3:// ...)
   npy:PATH          an N x H x W [x C] array
   npz:PATH[:KEY]    array KEY (default ``images``, or the only array); labels from ``labels``/``label``/``y``
-                    (or ``y_train`` for ``x_train``) when present with N entries
+                    (or ``y_train`` for ``x_train``) when present with N entries; without KEY, a file in
+                    Keras' layout (``x_train``, ``x_test``, ``y_train``, ``y_test``) with its train/test split
   mat:PATH[:KEY]    MATLAB file: (D, N) one P x P patch per column (D = P*P, column-major as in the classic
                     patches.mat), (H, W, N) images along the last axis (as IMAGES.mat), or (H, W, C, N)
   tfds:NAME[:SPLIT] a TensorFlow Datasets image dataset (prepared in ``--tfds-data-dir`` or downloaded)

@@ -165,3 +165,19 @@ def test_tfds_dataset_offline_fails_in_one_line_without_downloading(tmp_path, mo
                                         r"storage.googleapis.com cannot be reached \(offline\); .*--tfds-data-dir"):
         load_images("tfds:mnist", tfds_data_dir=str(tmp_path))
     assert probed == ["storage.googleapis.com"]
+
+
+def test_npz_in_keras_layout_keeps_its_split(tmp_path):
+    rng = np.random.default_rng(1)
+    arrays = {"x_train": rng.integers(0, 256, (7, 5, 6), dtype=np.uint8), "y_train": np.arange(7) % 3,
+              "x_test": rng.integers(0, 256, (3, 5, 6), dtype=np.uint8), "y_test": np.array([2, 1, 0])}
+    np.savez(tmp_path / "keras.npz", **arrays)
+    source = open_source(f"npz:{tmp_path}/keras.npz")
+    source.check()
+    assert source.split_names == ("train", "test") and source.has_labels
+    test_images, test_labels = load_images(f"npz:{tmp_path}/keras.npz", split="test")
+    np.testing.assert_allclose(test_images[..., 0], arrays["x_test"] / 255.0, rtol=1e-6)
+    np.testing.assert_array_equal(test_labels, [2, 1, 0])
+    batches, _ = read_all(f"npz:{tmp_path}/keras.npz")
+    assert [(b.split, b.uris[0]) for b in batches] == [("train", f"npz:{tmp_path}/keras.npz/train#00000000"),
+                                                       ("test", f"npz:{tmp_path}/keras.npz/test#00000000")]

@@ -17,7 +17,8 @@ sources (--source SCHEME:ARG):
                        /usr/share/datasets/fashion-mnist, else downloaded by tf_keras when online
   images:GLOB          PNG/JPEG/BMP/GIF files (local, gs://, s3:// ... through Beam's FileSystems)
   npy:PATH             N x H x W [x C] array
-  npz:PATH[:KEY]       array KEY (default 'images'); labels from 'labels' when present
+  npz:PATH[:KEY]       array KEY (default 'images'); labels from 'labels' when present; without KEY a
+                       file in Keras' layout (x_train, x_test, y_train, y_test) keeps its train/test split
   mat:PATH[:KEY]       MATLAB file: (P*P, N) one patch per column, (H, W, N) or (H, W, C, N)
   tfds:NAME[:SPLIT]    a TensorFlow Datasets image dataset (see --tfds-data-dir)
 
