@@ -390,7 +390,7 @@ class StackedAutoencoder(FeatureLearner):
 #: The whole 28x28 image is the sample, raw pixels in [0, 1] (``ufl preprocess --extract full --normalize none``).
 MNIST_FULL = {"source": "builtin:mnist", "extract": "full", "normalize": "none", "patch_size": None,
               "eval_fraction": 0.2}
-FASHION_FULL = {"source": "npz:../shared/data/fashion_mnist.npz", "extract": "full", "normalize": "none",
+FASHION_FULL = {"source": "builtin:fashion-mnist", "extract": "full", "normalize": "none",
                 "patch_size": None, "eval_fraction": 1 / 7}
 DEEP_UNITS = [256, 128, 64, 32, 16]
 STACKED = {"kind": "stacked_autoencoder", "hidden_units": [128, 64], "num_classes": 10, "activation": "relu",

@@ -57,10 +57,10 @@ def test_experiment_trains_both_cnns_and_reports_the_table(mnist):
 
 @pytest.mark.slow
 def test_evaluate_cnn_branch_cli_prints_json(capsys):
-    assert cli.main(["evaluate", "cnn-branch", "--epochs", "1", "--max-examples", "300", "--batch-size", "50",
-                     "--json"]) == 0
+    assert cli.main(["evaluate", "cnn-branch", "--data", "builtin:mnist10k", "--epochs", "1", "--max-examples",
+                     "300", "--batch-size", "50", "--json"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert result["epochs"] == 1 and result["data"] == "builtin:mnist"
+    assert result["epochs"] == 1 and result["data"] == "builtin:mnist10k"
     assert set(result["standard"]) >= {"epoch_1_accuracy", "last_epoch_accuracy", "seconds_per_epoch"}
 
 
@@ -75,7 +75,7 @@ def test_cnn_branch_preset_trains_from_ufl_train(mnist, tmp_path):
     data_dir, run_dir = str(tmp_path / "DATA"), str(tmp_path / "RUN")
     flat = images.reshape(len(images), -1)
     write_data_dir(data_dir, {"train": flat[:600], "eval": flat[600:]}, patch_size=(28, 28), channels=1,
-                   labels={"train": labels[:600], "eval": labels[600:]}, source="builtin:mnist")
+                   labels={"train": labels[:600], "eval": labels[600:]}, source="builtin:mnist10k")
     # jit_compile=false: compiling the CNN with XLA takes longer than the 38 steps this test runs.
     assert cli.main(["train", "cnn-branch", "--data", data_dir, "--out", run_dir, "--epochs", "2",
                      "--batch-size", "32", "--set", "steps_per_execution=5", "--set", "jit_compile=false"]) == 0

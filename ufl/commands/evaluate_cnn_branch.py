@@ -10,9 +10,9 @@ import json
 from ufl.config.base import ConfigError, require
 
 EXAMPLES = """examples:
-  ufl evaluate cnn-branch                                   # builtin:mnist (10k digits), 30 epochs
+  ufl evaluate cnn-branch                                   # builtin:mnist (the full 70,000), 30 epochs
   ufl evaluate cnn-branch --epochs 2 --max-examples 2000 --json
-  ufl evaluate cnn-branch --data npz:../shared/data/fashion_mnist.npz
+  ufl evaluate cnn-branch --data builtin:fashion-mnist
 """
 
 
