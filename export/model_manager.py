@@ -13,6 +13,7 @@ import dataclasses
 import logging
 import os
 import threading
+import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import grpc
@@ -24,7 +25,7 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from ufl.config import ConfigError
 from ufl.export import signatures
-from ufl.export.client import ndarray_from_tensor_proto
+from ufl.export.tensor_codec import ndarray_from_tensor_proto
 from ufl.export.versions import list_versions
 
 State = get_model_status_pb2.ModelVersionStatus.State
@@ -272,53 +273,117 @@ class ModelManager:
       on_unload: called with each ServableVersion after it stops being served.
       source: where the config came from, for error messages.
       session_config: TensorFlow session options of every loaded version (default: :func:`session_config`).
+      load: load the models now (False: :meth:`load` does it, e.g. once the server's ports are bound).
+      allow_version_labels_for_unavailable_models: let ``version_labels`` name versions not being served
+        (TF-Serving's flag of that name); by default such a config is refused.
+      config_file: re-read this ModelServerConfig file every ``config_poll_wait_seconds`` (> 0) and
+        apply it when it changes (``--model_config_file_poll_wait_seconds``).
+
+    Attributes ``on_change`` (called after each scan) and ``metrics`` (a ``ServingMetrics`` recording load
+    and warmup latencies) may be set by the server.
     """
 
     def __init__(self, config: model_server_config_pb2.ModelServerConfig, *, poll_wait_seconds: float = 1.0,
                  enable_warmup: bool = True, max_load_attempts: int = 5,
                  on_unload: Optional[Callable[[ServableVersion], None]] = None, source: str = "model config",
-                 session_config: Optional[tf.compat.v1.ConfigProto] = None):
+                 session_config: Optional[tf.compat.v1.ConfigProto] = None, load: bool = True,
+                 allow_version_labels_for_unavailable_models: bool = False, config_file: Optional[str] = None,
+                 config_poll_wait_seconds: float = 0.0):
         self.poll_wait_seconds = poll_wait_seconds
         self.session_config = session_config
         self.enable_warmup = enable_warmup
         self.max_load_attempts = max_load_attempts
         self.on_unload = on_unload
-        self._lock = threading.Lock()          # guards _models, _states and _served
+        self.on_change: Optional[Callable[[], None]] = None
+        self.metrics = None
+        self.allow_unavailable_labels = allow_version_labels_for_unavailable_models
+        self.config_file, self.config_poll_wait_seconds = config_file, config_poll_wait_seconds
+        self._lock = threading.Lock()          # guards _models, _labels, _states and _served
         self._poll_lock = threading.Lock()     # one scan at a time (poller thread or config reload)
         self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
+        self._threads: List[threading.Thread] = []
         self._models: Dict[str, model_server_config_pb2.ModelConfig] = {}
+        self._labels: Dict[str, Dict[str, int]] = {}
         self._states: Dict[str, Dict[int, _VersionState]] = {}
         self._served: Dict[str, Dict[int, ServableVersion]] = {}
-        self.reload_config(config, source=source)
+        self._missing_base_paths: set = set()
+        self._config_text: Optional[str] = None
+        self.reload_config(config, source=source, load=load)
 
-    def reload_config(self, config: model_server_config_pb2.ModelServerConfig, *, source: str) -> None:
-        """Replaces the served models (models no longer listed are unloaded) and scans at once."""
+    def reload_config(self, config: model_server_config_pb2.ModelServerConfig, *, source: str,
+                      load: bool = True) -> None:
+        """Replaces the served models (models no longer listed are unloaded) and scans at once.
+
+        Raises:
+          ConfigError: the config cannot be served, or a version label names a version that is not
+            available (the models are still updated, the labels are not; as TF-Serving).
+        """
         check_model_config(config, source)
         with self._lock:
             self._models = {entry.name: entry for entry in config.model_config_list.config}
+        if load:
+            self.load(source)
+
+    def load(self, source: str = "model config") -> None:
+        """Scans the base paths (loading the wanted versions), then applies the config's version labels."""
         self.poll()
+        with self._lock:
+            labels = {name: dict(entry.version_labels) for name, entry in self._models.items()}
+            for name, entry in labels.items():
+                for label, version in sorted(entry.items()):
+                    if not self.allow_unavailable_labels and version not in self._served.get(name, {}):
+                        raise ConfigError(
+                            f"{source}: version label {label!r} of model {name!r} names version {version}, which "
+                            "is not currently available for inference; serve that version first or start with "
+                            "--allow_version_labels_for_unavailable_models")
+            self._labels = labels
 
     def start(self) -> "ModelManager":
-        """Starts the background poller (stopped by :meth:`stop`)."""
-        if self.poll_wait_seconds > 0 and self._thread is None:
-            self._thread = threading.Thread(target=self._poll_until_stopped, name="ufl-model-poller",
-                                            daemon=True)
-            self._thread.start()
+        """Starts the background pollers of the base paths and of the config file (stopped by :meth:`stop`)."""
+        if self._threads:
+            return self
+        if self.poll_wait_seconds > 0:
+            self._threads.append(threading.Thread(target=self._repeat, args=(self.poll_wait_seconds, self.poll),
+                                                  name="ufl-model-poller", daemon=True))
+        if self.config_file and self.config_poll_wait_seconds > 0:
+            with open(self.config_file, encoding="utf-8") as handle:
+                self._config_text = handle.read()
+            self._threads.append(threading.Thread(target=self._repeat, args=(self.config_poll_wait_seconds,
+                                                                             self._reload_config_file),
+                                                  name="ufl-config-poller", daemon=True))
+        for thread in self._threads:
+            thread.start()
         return self
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        for thread in self._threads:
+            thread.join()
+        self._threads = []
 
-    def _poll_until_stopped(self) -> None:
-        while not self._stop.wait(self.poll_wait_seconds):
+    def _repeat(self, seconds: float, action: Callable[[], None]) -> None:
+        while not self._stop.wait(seconds):
             try:
-                self.poll()
+                action()
+            except ConfigError as error:  # a bad edit of the config file: say so, keep serving
+                log.error("%s", error)
             except Exception:  # a broken version folder must not stop the poller
                 log.exception("scanning model base paths failed")
+
+    def _reload_config_file(self) -> None:
+        """Applies the config file when its text changed since it was last read."""
+        try:
+            with open(self.config_file, encoding="utf-8") as handle:
+                text = handle.read()
+        except OSError as error:
+            raise ConfigError(f"model_config_file {self.config_file!r} cannot be read ({error.strerror}); "
+                              "still serving its last version")
+        if text == self._config_text:
+            return
+        self._config_text = text
+        log.info("model_config_file %s changed; applying it", self.config_file)
+        self.reload_config(read_model_config_file(self.config_file),
+                           source=f"model_config_file {self.config_file!r}")
 
     def poll(self) -> None:
         """Scans every base path once: loads newly aspired versions, then unloads the others.
@@ -334,6 +399,8 @@ class ModelManager:
                         for version in list(self._served[name]):
                             self._unload(name, version)
             for name, config in models.items():
+                if not self._base_path_exists(name, config.base_path):
+                    continue  # keep serving what is loaded, as TF-Serving does
                 wanted = aspired_versions(config, list_versions(config.base_path, complete_only=True))
                 for version in wanted:
                     self._load(name, version, os.path.join(config.base_path, str(version)))
@@ -343,6 +410,22 @@ class ModelManager:
                     if any(version in served for version in wanted) or not wanted:
                         for version in [version for version in served if version not in wanted]:
                             self._unload(name, version)
+        if self.on_change is not None:
+            self.on_change()
+
+    def _base_path_exists(self, name: str, base_path: str) -> bool:
+        """False (said once, in one line) while a model's base path is missing."""
+        if tf.io.gfile.isdir(base_path):
+            if base_path in self._missing_base_paths:
+                self._missing_base_paths.discard(base_path)
+                log.info("base path %s of model %s is back", base_path, name)
+            return True
+        if base_path not in self._missing_base_paths:
+            self._missing_base_paths.add(base_path)
+            log.error("FileSystemStoragePathSource encountered a filesystem access error: Could not find base "
+                      "path %s for servable %s; still serving versions %s", base_path, name,
+                      self.available_versions(name) or "none")
+        return False
 
     def _load(self, name: str, version: int, path: str) -> None:
         with self._lock:
@@ -353,10 +436,11 @@ class ModelManager:
             failed = state.failed_loads if state else 0
             self._states[name][version] = _VersionState(State.LOADING, failed_loads=failed)
         try:
-            servable = ServableVersion(name, version, path, config=self.session_config)
-            warmed = servable.warmup() if self.enable_warmup else 0
+            servable = self._load_servable(name, version, path)
+            warmed = self._warmup(servable)
         except Exception as error:  # any load failure is reported through GetModelStatus
-            log.error("loading model %s version %d from %s failed: %s", name, version, path, error)
+            log.error("loading model %s version %d from %s failed: %s", name, version, path,
+                      str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__)
             with self._lock:
                 self._states[name][version] = _VersionState(State.END, error=str(error),
                                                             failed_loads=failed + 1)
@@ -365,6 +449,31 @@ class ModelManager:
         with self._lock:
             self._states[name][version] = _VersionState(State.AVAILABLE, servable=servable)
             self._served.setdefault(name, {})[version] = servable
+
+    def _load_servable(self, name: str, version: int, path: str) -> ServableVersion:
+        started = time.perf_counter()
+        try:
+            servable = ServableVersion(name, version, path, config=self.session_config)
+        except Exception:
+            if self.metrics is not None:
+                self.metrics.load(path, time.perf_counter() - started, ok=False)
+            raise
+        if self.metrics is not None:
+            self.metrics.load(path, time.perf_counter() - started, ok=True)
+        return servable
+
+    def _warmup(self, servable: ServableVersion) -> int:
+        if not self.enable_warmup:
+            return 0
+        started = time.perf_counter()
+        ok = False
+        try:
+            count = servable.warmup()
+            ok = True
+            return count
+        finally:
+            if self.metrics is not None:
+                self.metrics.warmup(servable.path, time.perf_counter() - started, ok)
 
     def _unload(self, name: str, version: int) -> None:
         """Stops serving a version (called with ``_lock`` held); in-flight requests keep their reference."""
@@ -393,11 +502,11 @@ class ModelManager:
         with self._lock:
             served = self._served.get(name, {})
             if label:
-                config = self._models.get(name)
-                if config is None or label not in config.version_labels:
+                labels = self._labels.get(name, {})
+                if label not in labels:
                     raise ServingError("NOT_FOUND", f"Servable not found for request: Label({name}, {label}); "
                                                     "no such model or version label")
-                version = config.version_labels[label]
+                version = labels[label]
             if version is None:
                 if not served:
                     known = ", ".join(sorted(self._served)) or "none"
@@ -424,3 +533,9 @@ class ModelManager:
                     raise ServingError("NOT_FOUND", f"Could not find version {version} of model {name}")
                 states = {version: states[version]}
             return [(number, states[number].state, states[number].error) for number in sorted(states, reverse=True)]
+
+    def version_states(self) -> List[Tuple[str, int, str]]:
+        """(model name, version, state name) of every known version (for the metrics page)."""
+        with self._lock:
+            return [(name, version, State.Name(entry.state)) for name, versions in sorted(self._states.items())
+                    for version, entry in sorted(versions.items())]

@@ -10,7 +10,7 @@ import pytest
 import serving_testlib as lib
 from ufl.export import signatures
 from ufl.export.model_manager import ServingError
-from ufl.export.rest import format_predict_response
+from ufl.export.json_tensor import format_predict_response
 
 
 @pytest.fixture(scope="module")
