@@ -158,13 +158,13 @@ def run(args) -> int:
                           f"model_config_file={args.model_config_file!r}")
     binary = shutil.which(TF_SERVING_BINARY)
     if args.backend == "tfserving" or (args.backend == "auto" and binary):
-        if not binary:
-            raise ConfigError(f"backend 'tfserving' needs {TF_SERVING_BINARY} on PATH; install TensorFlow "
-                              "Serving or use --backend ufl")
         for flag in UFL_ONLY_FLAGS:
             if getattr(args, flag):
                 raise ConfigError(f"--{flag} is ufl serve's own; {TF_SERVING_BINARY} has no such flag, so drop "
                                   "it or use --backend ufl")
+        if not binary:
+            raise ConfigError(f"backend 'tfserving' needs {TF_SERVING_BINARY} on PATH; install TensorFlow "
+                              "Serving or use --backend ufl")
         if args.host not in ("0.0.0.0", "::"):
             print(f"ufl serve: note: {TF_SERVING_BINARY} has no --host flag and binds all interfaces",
                   file=sys.stderr)
