@@ -308,6 +308,8 @@ class ModelManager:
         self._served: Dict[str, Dict[int, ServableVersion]] = {}
         self._missing_base_paths: set = set()
         self._config_text: Optional[str] = None
+        self.loaded = False  # set by load(): the first scan happened
+        self.source = source
         self.reload_config(config, source=source, load=load)
 
     def reload_config(self, config: model_server_config_pb2.ModelServerConfig, *, source: str,
@@ -326,6 +328,7 @@ class ModelManager:
 
     def load(self, source: str = "model config") -> None:
         """Scans the base paths (loading the wanted versions), then applies the config's version labels."""
+        self.loaded = True
         self.poll()
         with self._lock:
             labels = {name: dict(entry.version_labels) for name, entry in self._models.items()}

@@ -245,10 +245,19 @@ class ModelServer:
         return bound
 
     def start(self) -> "ModelServer":
-        """Binds (if not yet done) and starts serving and polling; calling it again does nothing."""
+        """Binds the ports, loads the models (unless the manager has), starts serving and polling.
+
+        Calling it again does nothing.
+
+        Raises:
+          ConfigError: a port cannot be bound (before any model loads), or the config's version labels
+            name versions that are not available.
+        """
         if self._started:
             return self
         self.bind()
+        if not self.manager.loaded:
+            self.manager.load(self.manager.source)
         self._started = True
         if self._rest is not None:
             self._rest_thread = threading.Thread(target=self._rest.serve_forever, kwargs={"poll_interval": 0.2},

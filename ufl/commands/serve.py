@@ -232,7 +232,7 @@ def _build_server(args):
         tensor_content=args.enable_serialization_as_tensor_content,
         health_service=args.enable_grpc_healthcheck_service, metrics_path=metrics_path,
         access_log=args.access_log, rest_timeout_seconds=args.rest_api_timeout_in_ms / 1000)
-    return server, source
+    return server
 
 
 def _ready_line(args, server) -> str:
@@ -253,16 +253,14 @@ def _serve(args) -> int:
 
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="ufl serve: %(message)s", stream=sys.stderr)
-    server, source = _build_server(args)
+    server = _build_server(args)
     stopping = threading.Event()
     handlers = {}
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):
             handlers[signum] = signal.signal(signum, lambda *_: stopping.set())
     try:
-        server.bind()  # a busy port fails here, before any model is loaded
-        server.manager.load(source)
-        server.start()
+        server.start()  # binds the ports first: a busy port fails before any model loads
         print(_ready_line(args, server), flush=True)
         stopping.wait()
         print("ufl serve: stopping", file=sys.stderr, flush=True)
