@@ -22,7 +22,7 @@ import numpy as np
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format, wrappers_pb2
 
 from ufl.config import ConfigError
-from ufl.export.model_manager import ServableVersion, ServingError
+from ufl.export.servable import ServableVersion, ServingError
 
 log = logging.getLogger("ufl.serve")
 

@@ -17,7 +17,7 @@ from typing import Any, Dict, Tuple
 
 import numpy as np
 
-from ufl.export.model_manager import ServingError
+from ufl.export.servable import ServingError
 
 _B64 = "b64"
 

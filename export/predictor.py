@@ -14,7 +14,8 @@ import numpy as np
 from ufl.export.access_log import AccessLog
 from ufl.export.batching import BatchingOptions, BatchQueue, SharedBatchScheduler
 from ufl.export.metrics import ServingMetrics
-from ufl.export.model_manager import ModelManager, ServableVersion, ServingError
+from ufl.export.model_manager import ModelManager
+from ufl.export.servable import ServableVersion, ServingError
 
 DEADLINE_EXCEEDED_MESSAGE = "Deadline exceeded before the request ran"
 

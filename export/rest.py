@@ -29,8 +29,8 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from tensorflow_serving.apis import get_model_status_pb2
 
 from ufl.export.json_tensor import format_predict_response, parse_predict_body
-from ufl.export.model_manager import ServingError
 from ufl.export.predictor import Recorder, batch_rows
+from ufl.export.servable import ServingError
 
 log = logging.getLogger("ufl.serve")
 

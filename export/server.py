@@ -23,8 +23,9 @@ from ufl.config import ConfigError
 from ufl.export.access_log import AccessLog
 from ufl.export.batching import BatchingOptions
 from ufl.export.metrics import ServingMetrics
-from ufl.export.model_manager import ModelManager, ServingError
+from ufl.export.model_manager import ModelManager
 from ufl.export.predictor import Predictor, Recorder, batch_rows
+from ufl.export.servable import ServingError
 from ufl.export.tensor_codec import TENSOR_CONTENT_METADATA, fill_tensor_proto, ndarrays_from_tensor_protos
 from ufl.export.worker_pool import HotThreadPool
 
