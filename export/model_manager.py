@@ -301,14 +301,13 @@ class ModelManager:
         if not self.enable_warmup:
             return 0
         started = time.perf_counter()
-        ok = False
+        count = None
         try:
             count = servable.warmup()
-            ok = True
             return count
         finally:
-            if self.metrics is not None:
-                self.metrics.warmup(servable.path, time.perf_counter() - started, ok)
+            if self.metrics is not None and count != 0:  # versions without warmup requests are not timed
+                self.metrics.warmup(servable.path, time.perf_counter() - started, ok=count is not None)
 
     def _unload(self, name: str, version: int) -> None:
         """Stops serving a version (called with ``_lock`` held); in-flight requests keep their reference."""
