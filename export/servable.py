@@ -74,6 +74,12 @@ class ServableVersion:
         # "__saved_model_init_op" and the like are not servable signatures.
         self._callables = {key: self._make_callable(value) for key, value in self.signature_defs.items()
                            if not key.startswith("__")}
+        # Per signature: input name -> (TensorFlow dtype, dims or None for unknown rank), read once.
+        self._input_specs = {
+            key: {name: (tf.as_dtype(info.dtype),
+                         None if info.tensor_shape.unknown_rank else [dim.size for dim in info.tensor_shape.dim])
+                  for name, info in self.signature_defs[key].inputs.items()}
+            for key in self._callables}
 
     def _make_callable(self, signature_def) -> Tuple[List[str], List[str], Callable]:
         """(input keys, output keys, session callable taking the inputs in that order).
@@ -126,27 +132,24 @@ class ServableVersion:
         """
         signature_name = self.check_signature(signature_name)
         signature_def = self.signature_defs[signature_name]
-        expected = sorted(signature_def.inputs)
-        extra = sorted(set(inputs) - set(expected))
-        missing = sorted(set(expected) - set(inputs))
-        if extra or missing:
+        specs = self._input_specs[signature_name]
+        if inputs.keys() != specs.keys():
+            expected = sorted(specs)
+            extra, missing = sorted(set(inputs) - set(expected)), sorted(set(expected) - set(inputs))
             raise ServingError("INVALID_ARGUMENT", (
                 f"Request inputs do not match the inputs of {self._where(signature_name)}: expected "
                 f"{expected}, got {sorted(inputs)} (unexpected: {extra}, missing: {missing})"))
         for key, array in inputs.items():
-            info = signature_def.inputs[key]
-            dtype = tf.as_dtype(info.dtype)
+            dtype, dims = specs[key]
             if array.dtype != dtype.as_numpy_dtype and not (dtype == tf.string and array.dtype == object):
                 raise ServingError("INVALID_ARGUMENT", (
                     f"input {key!r} of {self._where(signature_name)} expects dtype {dtype.name}, "
                     f"got {tf.as_dtype(array.dtype).name if array.dtype != object else 'string'}"))
-            if not info.tensor_shape.unknown_rank:
-                dims = [dim.size for dim in info.tensor_shape.dim]
-                if len(dims) != array.ndim or any(size >= 0 and size != got
-                                                  for size, got in zip(dims, array.shape)):
-                    raise ServingError("INVALID_ARGUMENT", (
-                        f"input {key!r} of {self._where(signature_name)} expects shape "
-                        f"{_shape_text(dims)}, got {list(array.shape)}"))
+            if dims is not None and (len(dims) != array.ndim or any(size >= 0 and size != got
+                                                                    for size, got in zip(dims, array.shape))):
+                raise ServingError("INVALID_ARGUMENT", (
+                    f"input {key!r} of {self._where(signature_name)} expects shape "
+                    f"{_shape_text(dims)}, got {list(array.shape)}"))
         outputs = sorted(signature_def.outputs)
         for key in output_filter:
             if key not in signature_def.outputs:
