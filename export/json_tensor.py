@@ -99,17 +99,21 @@ def shortest_float32(values: np.ndarray) -> np.ndarray:
     result = exact.astype(np.float64)
     todo = np.flatnonzero(np.isfinite(result) & (result != 0))
     exponent = np.floor(np.log10(np.abs(result[todo])))
-    for digits in range(1, 10):
-        if not len(todo):
-            break
-        places = digits - 1 - exponent
-        # Multiply or divide by an exact power of ten so that the rounded value is the nearest double.
-        scale = 10.0 ** np.abs(places)
-        candidate = np.where(places >= 0, np.round(result[todo] * scale) / scale,
-                             np.round(result[todo] / scale) * scale)
-        fits = candidate.astype(np.float32) == exact[todo]
-        result[todo[fits]] = candidate[fits]
-        todo, exponent = todo[~fits], exponent[~fits]
+    # Rounding by a power of ten is exact up to 1e22; the few values beyond use numpy's shortest text.
+    far = np.abs(exponent) > 12
+    result[todo[far]] = [float(str(value)) for value in exact[todo[far]]]
+    todo, exponent = todo[~far], exponent[~far]
+    with np.errstate(over="ignore"):
+        for digits in range(1, 10):
+            if not len(todo):
+                break
+            places = digits - 1 - exponent
+            scale = 10.0 ** np.abs(places)
+            candidate = np.where(places >= 0, np.round(result[todo] * scale) / scale,
+                                 np.round(result[todo] / scale) * scale)
+            fits = candidate.astype(np.float32) == exact[todo]
+            result[todo[fits]] = candidate[fits]
+            todo, exponent = todo[~fits], exponent[~fits]
     return result.reshape(np.shape(values))
 
 

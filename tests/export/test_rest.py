@@ -12,7 +12,7 @@ import pytest
 import serving_testlib as lib
 from ufl.export import signatures
 from ufl.export.model_manager import ServingError
-from ufl.export.json_tensor import format_predict_response
+from ufl.export.json_tensor import format_predict_response, shortest_float32
 from ufl.export.model_manager import ModelManager, single_model_config
 from ufl.export.server import ModelServer
 
@@ -196,3 +196,15 @@ def test_rest_api_timeout_answers_504(tmp_path, coder):
         status, answer = call(f"http://127.0.0.1:{server.rest_api_port}/v1/models/coder:predict",
                               {"instances": lib.patches(1).tolist()})
     assert status == 504 and "Deadline exceeded" in answer["error"]
+
+
+def test_shortest_float32_text_round_trips_every_kind_of_float():
+    bits = np.random.default_rng(0).integers(0, 2 ** 32, 20000, dtype=np.uint64).astype(np.uint32)
+    values = np.concatenate([bits.view(np.float32), np.float32([0.0, -0.0, 1e-45, 3.4028235e38, -0.2, 7.0])])
+    finite = values[np.isfinite(values)]
+    written = json.loads(json.dumps(shortest_float32(finite).tolist()))
+    np.testing.assert_array_equal(np.asarray(written, np.float32), finite)
+    for value, text in zip(finite[::50], json.dumps(shortest_float32(finite[::50]).tolist())[1:-1].split(", ")):
+        assert significant_digits(text) == significant_digits(np.format_float_scientific(value, unique=True))
+    special = shortest_float32(np.float32([np.nan, np.inf, -np.inf]))
+    assert np.isnan(special[0]) and list(special[1:]) == [np.inf, -np.inf]
