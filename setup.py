@@ -33,6 +33,9 @@ setup(
         "google-crc32c>=1.5",
         "tensorflow-serving-api>=2.21,<2.22",
         "grpcio>=1.60",
+        # The standard grpc.health.v1 service; its 1.81+ releases need protobuf 7, which apache-beam 2.77 refuses.
+        "grpcio-health-checking>=1.80,<1.81",
+        "prometheus_client>=0.20",
         "numpy>=1.26",
         "scipy>=1.11",
         "matplotlib>=3.8",

@@ -3,14 +3,18 @@
 Measures p50/p99 latency and throughput (patches/s) for batches of 1 and 256 16x16 patches, with 1 and 8
 concurrent clients (and the CPU time each call costs, client + server, which the load of other work on
 the machine does not change), for: the SavedModel's ``serving_default`` called in this process (the peer), and
-``ufl serve`` (a separate process, as deployed) called over gRPC with the official TF-Serving stubs, with
-and without ``--enable_batching``; next to the thinnest grpcio server around the same SavedModel
+``ufl serve`` (a separate process, as deployed) called over gRPC with the official TF-Serving stubs: answers in
+``tensor_content`` (``served``, what ufl's own client asks for), in the typed fields as
+``tensorflow_model_server`` answers by default (``served_typed``), over a Unix socket instead of TCP
+(``served_unix``), and with ``--enable_batching`` (``served_batching``); next to the thinnest grpcio server around the same SavedModel
 (``minimal_server``: decode, call, encode, nothing else), a grpcio server that answers every request
 with a ready-made response of the model's output size (``grpc_floor``: what moving the request and the
 answer through Python gRPC costs, with no model), and ufl serve's own way of running the model (a
 TensorFlow session callable, as tensorflow_model_server) called in this process (``session``), so that
 served ~= session + grpc_floor + ufl's request handling. Prints one JSON line; goals: serving overhead
-<= 1 ms p50 at batch 1, throughput at batch 256 >= 90% of in-process.
+<= 1 ms p50 at batch 1, throughput at batch 256 >= 90% of in-process, typed-field answers <= 0.2 ms p50
+more than tensor_content at batch 1, ufl serve's own handling (served - session - grpc_floor) <= 0.15 ms
+p50 at batch 1.
 
     python benchmarks/serving.py                      # a sparse-coding-like model: 20 ISTA steps, 256 codes
     python benchmarks/serving.py --model-dir work/models/NAME/1     # an exported model (e.g. `make run`'s)
@@ -20,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -175,19 +180,21 @@ def start_minimal_server(model_dir: str) -> tuple:
     return process, int(process.stdout.readline().split("127.0.0.1:")[1].rstrip(";\n"))
 
 
-def start_server(models: str, name: str, batching_file: str | None) -> tuple:
-    """Starts ``ufl serve`` for MODELS/NAME in a subprocess; returns (process, gRPC port)."""
-    command = [sys.executable, "-m", "ufl.cli", "serve", "--port", "0", "--rest_api_port", "0",
-               "--model_name", name, "--model_base_path", os.path.join(models, name), "--backend", "ufl",
-               "--file_system_poll_wait_seconds", "0"]
+def start_server(models: str, name: str, batching_file: str | None, socket_path: str) -> tuple:
+    """Starts ``ufl serve`` for MODELS/NAME in a subprocess (a free TCP port and the Unix socket
+    ``socket_path``); returns (process, gRPC port)."""
+    command = [sys.executable, "-m", "ufl.cli", "serve", "--free_ports", "--rest_api_port", "0",
+               "--grpc_socket_path", socket_path, "--model_name", name,
+               "--model_base_path", os.path.join(models, name), "--backend", "ufl", "--file_system_poll_wait_seconds", "0"]
     if batching_file:
         command += ["--enable_batching", "--batching_parameters_file", batching_file]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     line = process.stdout.readline()
-    if "gRPC API on" not in line:
+    port = re.search(r"gRPC API on [^,;]+:(\d+)", line)
+    if port is None:
         process.kill()
         raise RuntimeError(f"ufl serve did not start: {line!r}")
-    return process, int(line.split("gRPC API on ")[1].split(";")[0].rsplit(":", 1)[1].split(",")[0])
+    return process, int(port[1])
 
 
 def main() -> int:
@@ -205,8 +212,9 @@ def main() -> int:
     import grpc
     from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-    from ufl.export.client import CHANNEL_OPTIONS, fill_tensor_proto, ndarray_from_tensor_proto, wait_until_available
+    from ufl.export.client import CHANNEL_OPTIONS, wait_until_available
     from ufl.export.model_manager import ServableVersion
+    from ufl.export.tensor_codec import TENSOR_CONTENT_METADATA, fill_tensor_proto, ndarray_from_tensor_proto
 
     workdir = tempfile.mkdtemp(prefix="ufl-serving-bench-")
     name = "bench"
@@ -240,24 +248,31 @@ def main() -> int:
     try:
         calls_by_size = {size: {"in_process": in_process, "session": session} for size in batches}
         n_codes = next(iter(session(batches[1]).values())).shape[-1]
-        for label, batching in (("served", None), ("served_batching", batching_file)):
-            process, port = start_server(workdir, name, batching)
+        # (label, batching file, address, answer metadata): tensor_content answers unless "typed".
+        served_peers = {None: [("served", "tcp", (TENSOR_CONTENT_METADATA,)), ("served_typed", "tcp", ()),
+                               ("served_unix", "unix", (TENSOR_CONTENT_METADATA,))],
+                        batching_file: [("served_batching", "tcp", (TENSOR_CONTENT_METADATA,))]}
+        for batching, peers in served_peers.items():
+            socket_path = os.path.join(workdir, f"grpc-{len(servers)}.sock")
+            process, port = start_server(workdir, name, batching, socket_path)
             servers.append(process)
-            server_pids[label] = process.pid
             wait_until_available(f"127.0.0.1:{port}", name, timeout=120)
-            channels.append(grpc.insecure_channel(f"127.0.0.1:{port}", options=CHANNEL_OPTIONS))
-            stub = prediction_service_pb2_grpc.PredictionServiceStub(channels[-1])
-            for size, batch in batches.items():
-                request = predict_pb2.PredictRequest()
-                request.model_spec.name = name
-                fill_tensor_proto(request.inputs[input_key], batch)
+            for label, transport, metadata in peers:
+                server_pids[label] = process.pid
+                target = f"127.0.0.1:{port}" if transport == "tcp" else f"unix:{socket_path}"
+                channels.append(grpc.insecure_channel(target, options=CHANNEL_OPTIONS))
+                stub = prediction_service_pb2_grpc.PredictionServiceStub(channels[-1])
+                for size, batch in batches.items():
+                    request = predict_pb2.PredictRequest()
+                    request.model_spec.name = name
+                    fill_tensor_proto(request.inputs[input_key], batch)
 
-                def over_grpc(_, request=request, stub=stub):
-                    response = stub.Predict(request, timeout=60)
-                    return ndarray_from_tensor_proto(next(iter(response.outputs.values())))
+                    def over_grpc(_, request=request, stub=stub, metadata=metadata):
+                        response = stub.Predict(request, timeout=60, metadata=metadata)
+                        return ndarray_from_tensor_proto(next(iter(response.outputs.values())))
 
-                np.testing.assert_allclose(over_grpc(batch), in_process(batch), rtol=1e-4, atol=1e-5)
-                calls_by_size[size][label] = over_grpc
+                    np.testing.assert_allclose(over_grpc(batch), in_process(batch), rtol=1e-4, atol=1e-5)
+                    calls_by_size[size][label] = over_grpc
         for label, model in (("grpc_floor", f"floor:{n_codes}"), ("minimal_server", version_dir)):
             process, port = start_minimal_server(model)
             servers.append(process)
@@ -313,6 +328,15 @@ def main() -> int:
         results["served_b1_c1"]["p50_ms"] - results["minimal_server_b1_c1"]["p50_ms"], 3)
     results["served_vs_minimal_server_cpu_ms_b1_c1"] = round(
         results["served_b1_c1"]["cpu_ms_per_call"] - results["minimal_server_b1_c1"]["cpu_ms_per_call"], 3)
+    for size in batches:
+        for clients in (1, 8):
+            key = f"b{size}_c{clients}"
+            results[f"typed_minus_tensor_content_p50_ms_{key}"] = round(
+                results[f"served_typed_{key}"]["p50_ms"] - results[f"served_{key}"]["p50_ms"], 3)
+            results[f"unix_minus_tcp_p50_ms_{key}"] = round(
+                results[f"served_unix_{key}"]["p50_ms"] - results[f"served_{key}"]["p50_ms"], 3)
+    results["goal_typed_minus_tensor_content_le_0.2ms_b1"] = results["typed_minus_tensor_content_p50_ms_b1_c1"] <= 0.2
+    results["goal_own_handling_le_0.15ms_b1"] = results["served_minus_session_and_floor_p50_ms_b1_c1"] <= 0.15
     results["goal_overhead_le_1ms"] = results["served_overhead_p50_ms_b1_c1"] <= 1.0
     results["goal_throughput_b256_ge_90pct"] = results["served_throughput_ratio_b256_c1"] >= 0.9
     print(json.dumps(results, sort_keys=True))

@@ -6,88 +6,29 @@ Talks to ``ufl serve`` or to a real ``tensorflow_model_server`` alike::
     features = predict("127.0.0.1:8500", "patches16", images, signature_name="encode_images",
                        input_key="images")
 
-Tensors travel as raw little-endian bytes in ``TensorProto.tensor_content`` (no per-element protobuf
-fields), which is what keeps a batch of 256 patches cheap to send and to decode. The two converters,
-:func:`tensor_proto_from_ndarray` and :func:`ndarray_from_tensor_proto`, are shared with the server.
+Requests carry their tensors as raw bytes in ``TensorProto.tensor_content``; answers are read in either
+form (``ufl.export.tensor_codec``). ``ufl serve`` answers this client in ``tensor_content`` too, because
+the request carries the ``ufl-tensor-content`` gRPC metadata (other servers ignore it and answer in the typed
+fields, which are read as well).
 """
 from __future__ import annotations
 
-import math
 import threading
 import time
 from typing import Dict, Optional
 
 import grpc
 import numpy as np
-from tensorflow.core.framework import tensor_pb2, types_pb2
 from tensorflow_serving.apis import (get_model_status_pb2, model_service_pb2_grpc, predict_pb2,
                                      prediction_service_pb2_grpc)
 
 from ufl.export import signatures
+from ufl.export.tensor_codec import TENSOR_CONTENT_METADATA, fill_tensor_proto, ndarray_from_tensor_proto
 
 #: gRPC's default 4 MiB limit is too small for a batch of images; TF-Serving clients raise it the same way.
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 CHANNEL_OPTIONS = (("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES))
-
-#: Default output key of each ufl signature, used when ``output_key`` is not given.
-DEFAULT_OUTPUT_KEYS = {
-    signatures.SERVING_DEFAULT: signatures.CODES_OUTPUT,
-    signatures.RECONSTRUCT: signatures.RECONSTRUCTION_OUTPUT,
-    signatures.ENCODE_IMAGES: signatures.FEATURES_OUTPUT,
-}
-
-# Numeric dtypes whose TensorProto.tensor_content is the plain little-endian buffer of the numpy array.
-_NUMPY_TO_DATATYPE = {
-    np.dtype(np.float32): types_pb2.DT_FLOAT, np.dtype(np.float64): types_pb2.DT_DOUBLE,
-    np.dtype(np.float16): types_pb2.DT_HALF, np.dtype(np.int8): types_pb2.DT_INT8,
-    np.dtype(np.int16): types_pb2.DT_INT16, np.dtype(np.int32): types_pb2.DT_INT32,
-    np.dtype(np.int64): types_pb2.DT_INT64, np.dtype(np.uint8): types_pb2.DT_UINT8,
-    np.dtype(np.uint16): types_pb2.DT_UINT16, np.dtype(np.uint32): types_pb2.DT_UINT32,
-    np.dtype(np.uint64): types_pb2.DT_UINT64, np.dtype(np.bool_): types_pb2.DT_BOOL,
-}
-_DATATYPE_TO_NUMPY = {value: key for key, value in _NUMPY_TO_DATATYPE.items()}
-
-
-def fill_tensor_proto(proto: tensor_pb2.TensorProto, array: np.ndarray) -> tensor_pb2.TensorProto:
-    """Writes ``array`` into ``proto`` (dtype, shape, ``tensor_content`` bytes) and returns ``proto``."""
-    array = np.asarray(array)
-    datatype = _NUMPY_TO_DATATYPE.get(array.dtype)
-    if datatype is None or array.dtype.byteorder == ">":
-        import tensorflow as tf  # strings and exotic dtypes: TensorFlow's own (slower) converter
-        proto.CopyFrom(tf.make_tensor_proto(array))
-        return proto
-    proto.dtype = datatype
-    dims = proto.tensor_shape.dim
-    for size in array.shape:
-        dims.add(size=size)
-    proto.tensor_content = np.ascontiguousarray(array).tobytes()
-    return proto
-
-
-def tensor_proto_from_ndarray(array: np.ndarray) -> tensor_pb2.TensorProto:
-    """A TensorProto holding ``array`` (any shape; numeric dtypes as raw ``tensor_content`` bytes)."""
-    return fill_tensor_proto(tensor_pb2.TensorProto(), array)
-
-
-def ndarray_from_tensor_proto(proto: tensor_pb2.TensorProto) -> np.ndarray:
-    """The numpy array held by a TensorProto, without copying when it uses ``tensor_content``.
-
-    Raises:
-      ValueError: the proto's content does not match its dtype and shape.
-    """
-    shape = [dim.size for dim in proto.tensor_shape.dim]
-    dtype = _DATATYPE_TO_NUMPY.get(proto.dtype)
-    content = proto.tensor_content
-    if dtype is not None and content:
-        expected = math.prod(shape) * dtype.itemsize
-        if len(content) != expected:
-            raise ValueError(f"tensor_content has {len(content)} bytes but dtype "
-                             f"{dtype.name} and shape {shape} need {expected}")
-        return np.frombuffer(content, dtype=dtype).reshape(shape)
-    import tensorflow as tf  # value lists (float_val, ...) and strings: TensorFlow's converter
-    return tf.make_ndarray(proto)
-
 
 _channels: Dict[str, grpc.Channel] = {}
 _channels_lock = threading.Lock()
@@ -144,8 +85,8 @@ def predict(target: str, model_name: str, inputs: np.ndarray, *,
         request.output_filter.append(output_key)
     fill_tensor_proto(request.inputs[input_key], inputs)
     stub = prediction_service_pb2_grpc.PredictionServiceStub(_channel(target))
-    response = stub.Predict(request, timeout=timeout)
-    key = output_key or DEFAULT_OUTPUT_KEYS.get(signature_name)
+    response = stub.Predict(request, timeout=timeout, metadata=(TENSOR_CONTENT_METADATA,))
+    key = output_key or signatures.SIGNATURE_KEYS.get(signature_name, (None, None))[1]
     if key not in response.outputs:
         if output_key is None and len(response.outputs) == 1:
             key = next(iter(response.outputs))

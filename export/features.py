@@ -18,13 +18,7 @@ import numpy as np
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, PredictionResult, RunInference
 
 from ufl.export import signatures as sig
-
-#: The input and output keys of each ufl signature.
-SIGNATURE_KEYS = {
-    sig.ENCODE_IMAGES: (sig.IMAGES_INPUT, sig.FEATURES_OUTPUT),
-    sig.SERVING_DEFAULT: (sig.PATCHES_INPUT, sig.CODES_OUTPUT),
-    sig.RECONSTRUCT: (sig.PATCHES_INPUT, sig.RECONSTRUCTION_OUTPUT),
-}
+from ufl.export.signatures import SIGNATURE_KEYS
 
 
 def _progress(total: int, enabled: bool):

@@ -13,189 +13,22 @@ import dataclasses
 import logging
 import os
 import threading
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+import time
+from typing import Callable, Dict, List, Optional, Tuple
 
-import grpc
-import numpy as np
 import tensorflow as tf
 from google.protobuf import text_format
-from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, prediction_log_pb2
+from tensorflow_serving.apis import get_model_status_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
 from ufl.config import ConfigError
 from ufl.export import signatures
-from ufl.export.client import ndarray_from_tensor_proto
+from ufl.export.servable import ServableVersion, ServingError, session_config  # noqa: F401 (re-exported)
 from ufl.export.versions import list_versions
 
 State = get_model_status_pb2.ModelVersionStatus.State
 log = logging.getLogger("ufl.serve")
 
-_TF_CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
-#: TF-Serving reads at most this many warmup records per version.
-MAX_WARMUP_RECORDS = 1000
-
-
-class ServingError(Exception):
-    """A request failed. ``code`` is the ``grpc.StatusCode`` name the client receives, as from TF-Serving."""
-
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-def _shape_text(dims: Sequence[int]) -> str:
-    return "[" + ", ".join("?" if size < 0 else str(size) for size in dims) + "]"
-
-
-def session_config(*, intra_op_threads: int = 0, inter_op_threads: int = 0) -> tf.compat.v1.ConfigProto:
-    """The TensorFlow session options of a served version (0 threads = TensorFlow's default, one per core).
-
-    ``session_inter_op_thread_pool`` is what lets a request run on its gRPC thread (see ``_RUN_OPTIONS``);
-    the pool itself only runs the ops a graph schedules in parallel.
-    """
-    config = tf.compat.v1.ConfigProto(intra_op_parallelism_threads=intra_op_threads,
-                                      inter_op_parallelism_threads=inter_op_threads)
-    config.session_inter_op_thread_pool.add(num_threads=inter_op_threads)
-    return config
-
-
-# Runs each request's graph on the calling (gRPC worker) thread instead of handing it to the inter-op pool
-# and waiting (TensorFlow's "caller thread" pool, -1): one thread switch less per request.
-_RUN_OPTIONS = tf.compat.v1.RunOptions(inter_op_thread_pool=-1)
-
-
-class ServableVersion:
-    """One loaded SavedModel version: a TensorFlow session and a callable per signature, as TF-Serving.
-
-    A version is loaded into its own graph and session (as ``tensorflow_model_server`` does) rather than
-    through ``tf.saved_model.load``: a session callable takes numpy arrays and returns numpy arrays with no
-    eager tensors or Python structure conversion per call, which is most of a small request's cost.
-    """
-
-    def __init__(self, name: str, version: int, path: str, *,
-                 config: Optional[tf.compat.v1.ConfigProto] = None):
-        self.name, self.version, self.path = name, version, path
-        self._graph = tf.Graph()
-        self._session = tf.compat.v1.Session(graph=self._graph, config=config or session_config())
-        logger, level = tf.get_logger(), tf.get_logger().level
-        logger.setLevel(logging.ERROR)  # the v1 loader's deprecation notice: sessions are used on purpose here
-        try:
-            meta_graph = tf.compat.v1.saved_model.loader.load(self._session, ["serve"], path)
-        finally:
-            logger.setLevel(level)
-        self.signature_defs = dict(meta_graph.signature_def)
-        # "__saved_model_init_op" and the like are not servable signatures.
-        self._callables = {key: self._make_callable(value) for key, value in self.signature_defs.items()
-                           if not key.startswith("__")}
-
-    def _make_callable(self, signature_def) -> Tuple[List[str], List[str], Callable]:
-        """(input keys, output keys, session callable taking the inputs in that order)."""
-        input_keys, output_keys = sorted(signature_def.inputs), sorted(signature_def.outputs)
-        tensor = self._graph.get_tensor_by_name
-        run = self._session.make_callable([tensor(signature_def.outputs[key].name) for key in output_keys],
-                                          [tensor(signature_def.inputs[key].name) for key in input_keys],
-                                          accept_options=True)
-        return input_keys, output_keys, run
-
-    @property
-    def signature_names(self) -> List[str]:
-        """The servable signatures' names."""
-        return sorted(self._callables)
-
-    def signature_def_map(self) -> get_model_metadata_pb2.SignatureDefMap:
-        """All SignatureDefs (what GetModelMetadata returns under ``signature_def``)."""
-        result = get_model_metadata_pb2.SignatureDefMap()
-        for key, signature_def in self.signature_defs.items():
-            result.signature_def[key].CopyFrom(signature_def)
-        return result
-
-    def _where(self, signature_name: str) -> str:
-        return f"signature {signature_name!r} of model {self.name!r} version {self.version}"
-
-    def input_dtypes(self, signature_name: str) -> Dict[str, np.dtype]:
-        """Input name -> numpy dtype of a signature (REST uses it to build arrays from JSON)."""
-        signature_name = self.check_signature(signature_name)
-        return {key: np.dtype(tf.as_dtype(info.dtype).as_numpy_dtype)
-                for key, info in self.signature_defs[signature_name].inputs.items()}
-
-    def check_signature(self, signature_name: str) -> str:
-        signature_name = signature_name or signatures.SERVING_DEFAULT
-        if signature_name not in self._callables:
-            raise ServingError("INVALID_ARGUMENT", (
-                f"Serving signature key {signature_name!r} not found in model {self.name!r} version "
-                f"{self.version}; expected one of: {', '.join(self.signature_names)}"))
-        return signature_name
-
-    def validate(self, inputs: Dict[str, np.ndarray], signature_name: str,
-                 output_filter: Sequence[str] = ()) -> Tuple[str, List[str]]:
-        """Checks a request against the SignatureDef; returns (signature name, output names to return).
-
-        Raises:
-          ServingError: INVALID_ARGUMENT naming the expected signature, inputs, dtypes, shapes or outputs.
-        """
-        signature_name = self.check_signature(signature_name)
-        signature_def = self.signature_defs[signature_name]
-        expected = sorted(signature_def.inputs)
-        extra = sorted(set(inputs) - set(expected))
-        missing = sorted(set(expected) - set(inputs))
-        if extra or missing:
-            raise ServingError("INVALID_ARGUMENT", (
-                f"Request inputs do not match the inputs of {self._where(signature_name)}: expected "
-                f"{expected}, got {sorted(inputs)} (unexpected: {extra}, missing: {missing})"))
-        for key, array in inputs.items():
-            info = signature_def.inputs[key]
-            dtype = tf.as_dtype(info.dtype)
-            if array.dtype != dtype.as_numpy_dtype and not (dtype == tf.string and array.dtype == object):
-                raise ServingError("INVALID_ARGUMENT", (
-                    f"input {key!r} of {self._where(signature_name)} expects dtype {dtype.name}, "
-                    f"got {tf.as_dtype(array.dtype).name if array.dtype != object else 'string'}"))
-            if not info.tensor_shape.unknown_rank:
-                dims = [dim.size for dim in info.tensor_shape.dim]
-                if len(dims) != array.ndim or any(size >= 0 and size != got
-                                                  for size, got in zip(dims, array.shape)):
-                    raise ServingError("INVALID_ARGUMENT", (
-                        f"input {key!r} of {self._where(signature_name)} expects shape "
-                        f"{_shape_text(dims)}, got {list(array.shape)}"))
-        outputs = sorted(signature_def.outputs)
-        for key in output_filter:
-            if key not in signature_def.outputs:
-                raise ServingError("INVALID_ARGUMENT", (
-                    f"output_filter {key!r} is not an output of {self._where(signature_name)}; "
-                    f"expected one of {outputs}"))
-        return signature_name, list(output_filter) or outputs
-
-    def run(self, signature_name: str, inputs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        """Runs a validated request through the signature's session callable; numpy arrays in and out."""
-        input_keys, output_keys, run = self._callables[signature_name]
-        try:
-            results = run(*[inputs[key] for key in input_keys], options=_RUN_OPTIONS)
-        except tf.errors.OpError as error:
-            raise ServingError(_TF_CODE_NAMES.get(error.error_code, "INTERNAL"),
-                               f"{self._where(signature_name)} failed: {error.message}") from error
-        return dict(zip(output_keys, results))
-
-    def predict(self, inputs: Dict[str, np.ndarray], signature_name: str = "",
-                output_filter: Sequence[str] = ()) -> Dict[str, np.ndarray]:
-        signature_name, outputs = self.validate(inputs, signature_name, output_filter)
-        results = self.run(signature_name, inputs)
-        return {key: results[key] for key in outputs}
-
-    def warmup(self) -> int:
-        """Replays ``assets.extra/tf_serving_warmup_requests`` (PredictionLog TFRecords); returns the count."""
-        path = os.path.join(self.path, "assets.extra", signatures.WARMUP_FILE)
-        if not tf.io.gfile.exists(path):
-            return 0
-        count = 0
-        for record in tf.data.TFRecordDataset(path).take(MAX_WARMUP_RECORDS).as_numpy_iterator():
-            entry = prediction_log_pb2.PredictionLog.FromString(record)
-            if entry.WhichOneof("log_type") != "predict_log":
-                continue
-            request = entry.predict_log.request
-            inputs = {key: ndarray_from_tensor_proto(value) for key, value in request.inputs.items()}
-            self.predict(inputs, request.model_spec.signature_name, list(request.output_filter))
-            count += 1
-        return count
 
 
 @dataclasses.dataclass
@@ -272,53 +105,120 @@ class ModelManager:
       on_unload: called with each ServableVersion after it stops being served.
       source: where the config came from, for error messages.
       session_config: TensorFlow session options of every loaded version (default: :func:`session_config`).
+      load: load the models now (False: :meth:`load` does it, e.g. once the server's ports are bound).
+      allow_version_labels_for_unavailable_models: let ``version_labels`` name versions not being served
+        (TF-Serving's flag of that name); by default such a config is refused.
+      config_file: re-read this ModelServerConfig file every ``config_poll_wait_seconds`` (> 0) and
+        apply it when it changes (``--model_config_file_poll_wait_seconds``).
+
+    Attributes ``on_change`` (called after each scan) and ``metrics`` (a ``ServingMetrics`` recording load
+    and warmup latencies) may be set by the server.
     """
 
     def __init__(self, config: model_server_config_pb2.ModelServerConfig, *, poll_wait_seconds: float = 1.0,
                  enable_warmup: bool = True, max_load_attempts: int = 5,
                  on_unload: Optional[Callable[[ServableVersion], None]] = None, source: str = "model config",
-                 session_config: Optional[tf.compat.v1.ConfigProto] = None):
+                 session_config: Optional[tf.compat.v1.ConfigProto] = None, load: bool = True,
+                 allow_version_labels_for_unavailable_models: bool = False, config_file: Optional[str] = None,
+                 config_poll_wait_seconds: float = 0.0):
         self.poll_wait_seconds = poll_wait_seconds
         self.session_config = session_config
         self.enable_warmup = enable_warmup
         self.max_load_attempts = max_load_attempts
         self.on_unload = on_unload
-        self._lock = threading.Lock()          # guards _models, _states and _served
+        self.on_change: Optional[Callable[[], None]] = None
+        self.metrics = None
+        self.allow_unavailable_labels = allow_version_labels_for_unavailable_models
+        self.config_file, self.config_poll_wait_seconds = config_file, config_poll_wait_seconds
+        self._lock = threading.Lock()          # guards _models, _labels, _states and _served
         self._poll_lock = threading.Lock()     # one scan at a time (poller thread or config reload)
         self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
+        self._threads: List[threading.Thread] = []
         self._models: Dict[str, model_server_config_pb2.ModelConfig] = {}
+        self._labels: Dict[str, Dict[str, int]] = {}
         self._states: Dict[str, Dict[int, _VersionState]] = {}
         self._served: Dict[str, Dict[int, ServableVersion]] = {}
-        self.reload_config(config, source=source)
+        self._missing_base_paths: set = set()
+        self._config_text: Optional[str] = None
+        self.loaded = False  # set by load(): the first scan happened
+        self.source = source
+        self.reload_config(config, source=source, load=load)
 
-    def reload_config(self, config: model_server_config_pb2.ModelServerConfig, *, source: str) -> None:
-        """Replaces the served models (models no longer listed are unloaded) and scans at once."""
+    def reload_config(self, config: model_server_config_pb2.ModelServerConfig, *, source: str,
+                      load: bool = True) -> None:
+        """Replaces the served models (models no longer listed are unloaded) and scans at once.
+
+        Raises:
+          ConfigError: the config cannot be served, or a version label names a version that is not
+            available (the models are still updated, the labels are not; as TF-Serving).
+        """
         check_model_config(config, source)
         with self._lock:
             self._models = {entry.name: entry for entry in config.model_config_list.config}
+        if load:
+            self.load(source)
+
+    def load(self, source: str = "model config") -> None:
+        """Scans the base paths (loading the wanted versions), then applies the config's version labels."""
+        self.loaded = True
         self.poll()
+        with self._lock:
+            labels = {name: dict(entry.version_labels) for name, entry in self._models.items()}
+            for name, entry in labels.items():
+                for label, version in sorted(entry.items()):
+                    if not self.allow_unavailable_labels and version not in self._served.get(name, {}):
+                        raise ConfigError(
+                            f"{source}: version label {label!r} of model {name!r} names version {version}, which "
+                            "is not currently available for inference; serve that version first or start with "
+                            "--allow_version_labels_for_unavailable_models")
+            self._labels = labels
 
     def start(self) -> "ModelManager":
-        """Starts the background poller (stopped by :meth:`stop`)."""
-        if self.poll_wait_seconds > 0 and self._thread is None:
-            self._thread = threading.Thread(target=self._poll_until_stopped, name="ufl-model-poller",
-                                            daemon=True)
-            self._thread.start()
+        """Starts the background pollers of the base paths and of the config file (stopped by :meth:`stop`)."""
+        if self._threads:
+            return self
+        if self.poll_wait_seconds > 0:
+            self._threads.append(threading.Thread(target=self._repeat, args=(self.poll_wait_seconds, self.poll),
+                                                  name="ufl-model-poller", daemon=True))
+        if self.config_file and self.config_poll_wait_seconds > 0:
+            with open(self.config_file, encoding="utf-8") as handle:
+                self._config_text = handle.read()
+            self._threads.append(threading.Thread(target=self._repeat, args=(self.config_poll_wait_seconds,
+                                                                             self._reload_config_file),
+                                                  name="ufl-config-poller", daemon=True))
+        for thread in self._threads:
+            thread.start()
         return self
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        for thread in self._threads:
+            thread.join()
+        self._threads = []
 
-    def _poll_until_stopped(self) -> None:
-        while not self._stop.wait(self.poll_wait_seconds):
+    def _repeat(self, seconds: float, action: Callable[[], None]) -> None:
+        while not self._stop.wait(seconds):
             try:
-                self.poll()
+                action()
+            except ConfigError as error:  # a bad edit of the config file: say so, keep serving
+                log.error("%s", error)
             except Exception:  # a broken version folder must not stop the poller
                 log.exception("scanning model base paths failed")
+
+    def _reload_config_file(self) -> None:
+        """Applies the config file when its text changed since it was last read."""
+        try:
+            with open(self.config_file, encoding="utf-8") as handle:
+                text = handle.read()
+        except OSError as error:
+            raise ConfigError(f"model_config_file {self.config_file!r} cannot be read ({error.strerror}); "
+                              "still serving its last version")
+        if text == self._config_text:
+            return
+        self._config_text = text
+        log.info("model_config_file %s changed; applying it", self.config_file)
+        self.reload_config(read_model_config_file(self.config_file),
+                           source=f"model_config_file {self.config_file!r}")
 
     def poll(self) -> None:
         """Scans every base path once: loads newly aspired versions, then unloads the others.
@@ -334,6 +234,8 @@ class ModelManager:
                         for version in list(self._served[name]):
                             self._unload(name, version)
             for name, config in models.items():
+                if not self._base_path_exists(name, config.base_path):
+                    continue  # keep serving what is loaded, as TF-Serving does
                 wanted = aspired_versions(config, list_versions(config.base_path, complete_only=True))
                 for version in wanted:
                     self._load(name, version, os.path.join(config.base_path, str(version)))
@@ -343,6 +245,22 @@ class ModelManager:
                     if any(version in served for version in wanted) or not wanted:
                         for version in [version for version in served if version not in wanted]:
                             self._unload(name, version)
+        if self.on_change is not None:
+            self.on_change()
+
+    def _base_path_exists(self, name: str, base_path: str) -> bool:
+        """False (said once, in one line) while a model's base path is missing."""
+        if tf.io.gfile.isdir(base_path):
+            if base_path in self._missing_base_paths:
+                self._missing_base_paths.discard(base_path)
+                log.info("base path %s of model %s is back", base_path, name)
+            return True
+        if base_path not in self._missing_base_paths:
+            self._missing_base_paths.add(base_path)
+            log.error("FileSystemStoragePathSource encountered a filesystem access error: Could not find base "
+                      "path %s for servable %s; still serving versions %s", base_path, name,
+                      self.available_versions(name) or "none")
+        return False
 
     def _load(self, name: str, version: int, path: str) -> None:
         with self._lock:
@@ -353,10 +271,11 @@ class ModelManager:
             failed = state.failed_loads if state else 0
             self._states[name][version] = _VersionState(State.LOADING, failed_loads=failed)
         try:
-            servable = ServableVersion(name, version, path, config=self.session_config)
-            warmed = servable.warmup() if self.enable_warmup else 0
+            servable = self._load_servable(name, version, path)
+            warmed = self._warmup(servable)
         except Exception as error:  # any load failure is reported through GetModelStatus
-            log.error("loading model %s version %d from %s failed: %s", name, version, path, error)
+            log.error("loading model %s version %d from %s failed: %s", name, version, path,
+                      str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__)
             with self._lock:
                 self._states[name][version] = _VersionState(State.END, error=str(error),
                                                             failed_loads=failed + 1)
@@ -365,6 +284,30 @@ class ModelManager:
         with self._lock:
             self._states[name][version] = _VersionState(State.AVAILABLE, servable=servable)
             self._served.setdefault(name, {})[version] = servable
+
+    def _load_servable(self, name: str, version: int, path: str) -> ServableVersion:
+        started = time.perf_counter()
+        try:
+            servable = ServableVersion(name, version, path, config=self.session_config)
+        except Exception:
+            if self.metrics is not None:
+                self.metrics.load(path, time.perf_counter() - started, ok=False)
+            raise
+        if self.metrics is not None:
+            self.metrics.load(path, time.perf_counter() - started, ok=True)
+        return servable
+
+    def _warmup(self, servable: ServableVersion) -> int:
+        if not self.enable_warmup:
+            return 0
+        started = time.perf_counter()
+        count = None
+        try:
+            count = servable.warmup()
+            return count
+        finally:
+            if self.metrics is not None and count != 0:  # versions without warmup requests are not timed
+                self.metrics.warmup(servable.path, time.perf_counter() - started, ok=count is not None)
 
     def _unload(self, name: str, version: int) -> None:
         """Stops serving a version (called with ``_lock`` held); in-flight requests keep their reference."""
@@ -393,11 +336,11 @@ class ModelManager:
         with self._lock:
             served = self._served.get(name, {})
             if label:
-                config = self._models.get(name)
-                if config is None or label not in config.version_labels:
+                labels = self._labels.get(name, {})
+                if label not in labels:
                     raise ServingError("NOT_FOUND", f"Servable not found for request: Label({name}, {label}); "
                                                     "no such model or version label")
-                version = config.version_labels[label]
+                version = labels[label]
             if version is None:
                 if not served:
                     known = ", ".join(sorted(self._served)) or "none"
@@ -424,3 +367,9 @@ class ModelManager:
                     raise ServingError("NOT_FOUND", f"Could not find version {version} of model {name}")
                 states = {version: states[version]}
             return [(number, states[number].state, states[number].error) for number in sorted(states, reverse=True)]
+
+    def version_states(self) -> List[Tuple[str, int, str]]:
+        """(model name, version, state name) of every known version (for the metrics page)."""
+        with self._lock:
+            return [(name, version, State.Name(entry.state)) for name, versions in sorted(self._states.items())
+                    for version, entry in sorted(versions.items())]

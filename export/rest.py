@@ -3,7 +3,9 @@
     GET  /v1/models/NAME[/versions/V | /labels/L]            model version status
     GET  /v1/models/NAME[/versions/V | /labels/L]/metadata   signature_def of the served version
     POST /v1/models/NAME[/versions/V | /labels/L]:predict    {"instances": [...]} (row format) or
-                                                             {"inputs": ...} (columnar format)
+                                                             {"inputs": ...} (columnar format); the
+                                                             body may be gzip-encoded
+    GET  /monitoring/prometheus/metrics (or the configured path)  Prometheus text, with monitoring on
 
 Answers and errors have TF-Serving's shapes: ``{"predictions": ...}``, ``{"outputs": ...}``,
 ``{"model_version_status": [...]}``, ``{"error": "..."}`` with the HTTP code TF-Serving maps each
@@ -11,18 +13,24 @@ gRPC status to (NOT_FOUND 404, INVALID_ARGUMENT 400, RESOURCE_EXHAUSTED 429, ...
 """
 from __future__ import annotations
 
+import gzip
 import http.server
+import io
 import json
 import logging
 import re
 import socket
-from typing import Any, Dict, Tuple
+import time
+import zlib
+from typing import Any, Dict, Optional
 
-import numpy as np
 from google.protobuf import json_format
+from prometheus_client import CONTENT_TYPE_LATEST
 from tensorflow_serving.apis import get_model_status_pb2
 
-from ufl.export.model_manager import ServingError
+from ufl.export.json_tensor import format_predict_response, parse_predict_body
+from ufl.export.predictor import Recorder, batch_rows
+from ufl.export.servable import ServingError
 
 log = logging.getLogger("ufl.serve")
 
@@ -43,77 +51,25 @@ def _state_name(state: int) -> str:
     return get_model_status_pb2.ModelVersionStatus.State.Name(state)
 
 
-def _to_array(value: Any, key: str, dtype: np.dtype) -> np.ndarray:
-    try:
-        return np.asarray(value, dtype=dtype)
-    except (ValueError, TypeError) as error:
-        raise ServingError("INVALID_ARGUMENT", f"input {key!r} cannot be read as a {dtype.name} tensor "
-                                               f"(ragged list or wrong type?): {error}")
-
-
-def parse_predict_body(body: Dict[str, Any], input_dtypes: Dict[str, np.dtype]) -> Tuple[Dict[str, np.ndarray], bool]:
-    """Reads the inputs of a ``:predict`` body; returns (inputs, row_format).
-
-    Row format: ``instances`` is a list with one entry per example: the value of the only input, or an
-    object naming every input. Columnar: ``inputs`` is the value of the only input or an object of inputs.
-    """
-    if ("instances" in body) == ("inputs" in body):
-        raise ServingError("INVALID_ARGUMENT", "JSON request must have exactly one of 'instances' (row format) "
-                                               "or 'inputs' (columnar format)")
-    names = sorted(input_dtypes)
-    if "instances" in body:
-        instances = body["instances"]
-        if not isinstance(instances, list):
-            raise ServingError("INVALID_ARGUMENT", "'instances' must be a list with one entry per example")
-        if instances and all(isinstance(row, dict) for row in instances):
-            keys = set(instances[0])
-            if any(set(row) != keys for row in instances):
-                raise ServingError("INVALID_ARGUMENT", "every instance must name the same inputs; expected "
-                                                       f"{names}")
-            return {key: _to_array([row[key] for row in instances], key, input_dtypes.get(key, np.float32))
-                    for key in keys}, True
-        if len(names) != 1:
-            raise ServingError("INVALID_ARGUMENT", f"the signature has inputs {names}; send each instance as "
-                                                   "an object naming them")
-        return {names[0]: _to_array(instances, names[0], input_dtypes[names[0]])}, True
-    inputs = body["inputs"]
-    if isinstance(inputs, dict):
-        return {key: _to_array(value, key, input_dtypes.get(key, np.float32)) for key, value in inputs.items()}, False
-    if len(names) != 1:
-        raise ServingError("INVALID_ARGUMENT", f"the signature has inputs {names}; send 'inputs' as an object "
-                                               "naming them")
-    return {names[0]: _to_array(inputs, names[0], input_dtypes[names[0]])}, False
-
-
-def format_predict_response(outputs: Dict[str, np.ndarray], row_format: bool) -> Dict[str, Any]:
-    """``{"predictions": ...}`` (rows) or ``{"outputs": ...}`` (columns); one output is not wrapped in a dict."""
-    if not row_format:
-        if len(outputs) == 1:
-            return {"outputs": next(iter(outputs.values())).tolist()}
-        return {"outputs": {key: value.tolist() for key, value in outputs.items()}}
-    if len(outputs) == 1:
-        return {"predictions": next(iter(outputs.values())).tolist()}
-    sizes = {value.shape[0] if value.ndim else -1 for value in outputs.values()}
-    if len(sizes) != 1 or -1 in sizes:
-        raise ServingError("INVALID_ARGUMENT", "outputs have different batch sizes and cannot be returned as "
-                                               "rows; use the columnar format ('inputs')")
-    columns = {key: value.tolist() for key, value in outputs.items()}
-    return {"predictions": [{key: column[row] for key, column in columns.items()} for row in range(sizes.pop())]}
-
-
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "ufl-serve"
-    predictor = None        # set by make_rest_server
+    # Set by make_rest_server:
+    predictor = None
     max_body_bytes = 0
+    metrics_path: Optional[str] = None
+    recorder: Optional[Recorder] = None
+    timeout_seconds = 30.0
 
     def log_message(self, format: str, *args) -> None:
         log.debug("REST %s - %s", self.address_string(), format % args)
 
     def _send(self, status: int, payload: Dict[str, Any]) -> None:
-        body = json.dumps(payload).encode("utf-8")
+        self._send_bytes(status, json.dumps(payload).encode("utf-8"), "application/json")
+
+    def _send_bytes(self, status: int, body: bytes, content_type: str) -> None:
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -139,6 +95,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         try:
+            if self.metrics_path is not None and self.path.split("?", 1)[0] == self.metrics_path:
+                self._send_bytes(200, self.predictor.metrics.render(), CONTENT_TYPE_LATEST)
+                return
             match, version, label = self._route("GET")
             if match["verb"]:
                 raise ServingError("INVALID_ARGUMENT", f"Malformed request: GET {self.path}; "
@@ -162,15 +121,32 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         except ServingError as error:
             self._error(error)
 
-    def do_POST(self) -> None:
+    def _read_body(self) -> bytes:
+        """The request body, gunzipped when sent with ``Content-Encoding: gzip``; at most max_body_bytes."""
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > self.max_body_bytes:
+            self._discard_body(length)
+            raise ServingError("RESOURCE_EXHAUSTED", f"request body of {length} bytes is larger than the "
+                                                     f"limit of {self.max_body_bytes} bytes; send smaller batches")
+        raw = self.rfile.read(length)
+        if self.headers.get("Content-Encoding", "").strip().lower() != "gzip":
+            return raw
         try:
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > self.max_body_bytes:
-                self._discard_body(length)
-                raise ServingError("RESOURCE_EXHAUSTED", f"request body of {length} bytes is larger than the "
-                                                         f"limit of {self.max_body_bytes} bytes; send smaller batches")
-            raw = self.rfile.read(length)
+            body = gzip.GzipFile(fileobj=io.BytesIO(raw)).read(self.max_body_bytes + 1)
+        except (OSError, EOFError, zlib.error) as error:
+            raise ServingError("INVALID_ARGUMENT", f"request body is not valid gzip: {error}")
+        if len(body) > self.max_body_bytes:
+            raise ServingError("RESOURCE_EXHAUSTED", f"gunzipped request body is larger than the limit of "
+                                                     f"{self.max_body_bytes} bytes; send smaller batches")
+        return body
+
+    def do_POST(self) -> None:
+        started, deadline = time.perf_counter(), time.monotonic() + self.timeout_seconds
+        model, servable, signature_name, rows = "", None, None, None
+        try:
+            raw = self._read_body()
             match, version, label = self._route("POST")
+            model = match["name"]
             if match["metadata"] or match["verb"] != "predict":
                 if match["verb"] in ("classify", "regress"):
                     raise ServingError("UNIMPLEMENTED", f":{match['verb']} is not supported by ufl serve; "
@@ -185,20 +161,37 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 raise ServingError("INVALID_ARGUMENT", "JSON request must be an object with 'instances' or "
                                                        "'inputs'")
             signature_name = body.get("signature_name", "")
-            servable = self.predictor.manager.resolve(match["name"], version, label)
+            servable = self.predictor.manager.resolve(model, version, label)
             inputs, row_format = parse_predict_body(body, servable.input_dtypes(signature_name))
-            _, _, outputs = self.predictor.predict(match["name"], servable.version, "", signature_name, inputs)
+            rows = batch_rows(inputs)
+            _, signature_name, outputs = self.predictor.predict(model, servable.version, "", signature_name,
+                                                                inputs, deadline=deadline)
             self._send(200, format_predict_response(outputs, row_format))
+            status = "OK"
         except ServingError as error:
             self._error(error)
+            status = error.code
         except Exception as error:  # a bad request must never take the server down
             log.exception("REST request failed")
             self._error(ServingError("INTERNAL", f"{type(error).__name__}: {error}"))
+            status = "INTERNAL"
+        if self.recorder is not None and model:
+            self.recorder(api="predict", entrypoint="REST", model=model, servable=servable,
+                          signature=signature_name or None, rows=rows, status=status, started=started)
 
 
-def make_rest_server(host: str, port: int, predictor, *, max_body_bytes: int) -> http.server.ThreadingHTTPServer:
-    """An HTTP server (not started) answering the TF-Serving REST API through ``predictor``."""
-    handler = type("RestHandler", (_Handler,), {"predictor": predictor, "max_body_bytes": max_body_bytes})
+def make_rest_server(host: str, port: int, predictor, *, max_body_bytes: int, metrics_path: Optional[str] = None,
+                     recorder: Optional[Recorder] = None, timeout_seconds: float = 30.0) -> http.server.ThreadingHTTPServer:
+    """An HTTP server (bound, not started) answering the TF-Serving REST API through ``predictor``.
+
+    Args:
+      metrics_path: serve ``predictor.metrics`` as Prometheus text at this path (None: no metrics page).
+      recorder: told about each ``:predict`` request (metrics, access log).
+      timeout_seconds: a request not run within this time is answered DEADLINE_EXCEEDED (HTTP 504).
+    """
+    handler = type("RestHandler", (_Handler,), {
+        "predictor": predictor, "max_body_bytes": max_body_bytes, "metrics_path": metrics_path,
+        "recorder": recorder, "timeout_seconds": timeout_seconds})
     server_class = http.server.ThreadingHTTPServer
     if ":" in host:
         server_class = type("RestServer6", (server_class,), {"address_family": socket.AF_INET6})

@@ -132,5 +132,19 @@ def start_server(base_path: str, name: str = "coder", *, rest: bool = False, **k
     from ufl.export.server import ModelServer
 
     manager_options = {key: kwargs.pop(key) for key in ("poll_wait_seconds", "enable_warmup") if key in kwargs}
-    manager = ModelManager(single_model_config(name, base_path), **manager_options)
+    manager = ModelManager(single_model_config(name, base_path), load=False, **manager_options)
     return ModelServer(manager, port=0, rest_api_port=0 if rest else None, **kwargs).start()
+
+
+class Echo(tf.Module):
+    """A string signature: ``text`` (N,) string -> ``length`` (N,) int32 and ``echo_bytes`` (N,) string."""
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+    def serve(self, text):
+        return {"length": tf.strings.length(text), "echo_bytes": text}
+
+
+def save_echo(path: str) -> str:
+    module = Echo()
+    tf.saved_model.save(module, path, signatures={signatures.SERVING_DEFAULT: module.serve})
+    return path

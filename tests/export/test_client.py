@@ -1,9 +1,7 @@
-"""ufl.export.client: predict and wait_until_available against ufl serve, and the TensorProto converters."""
+"""ufl.export.client: predict and wait_until_available against ufl serve."""
 import grpc
 import numpy as np
 import pytest
-import tensorflow as tf
-from tensorflow.core.framework import tensor_pb2, types_pb2
 
 import serving_testlib as lib
 from ufl.export import client, signatures
@@ -50,26 +48,3 @@ def test_wait_until_available(target):
     assert client.wait_until_available(target, "coder", timeout=10) == 1
     with pytest.raises(TimeoutError, match="model 'other' is not available .*NOT_FOUND"):
         client.wait_until_available(target, "other", timeout=2)
-
-
-@pytest.mark.parametrize("array", [
-    np.arange(12, dtype=np.float32).reshape(3, 4), np.array([[1.5, -2.0]], np.float64),
-    np.arange(6, dtype=np.int64).reshape(2, 3, 1), np.array([True, False]), np.zeros((0, 16), np.float32),
-    np.array(3.25, np.float32), np.array([b"ab", b"c"], dtype=object),
-])
-def test_tensor_proto_round_trip_agrees_with_tensorflow(array):
-    proto = client.tensor_proto_from_ndarray(array)
-    np.testing.assert_array_equal(tf.make_ndarray(proto), array)
-    np.testing.assert_array_equal(client.ndarray_from_tensor_proto(tf.make_tensor_proto(array)), array)
-    assert client.ndarray_from_tensor_proto(proto).dtype == array.dtype
-
-
-def test_value_list_protos_and_corrupt_content():
-    proto = tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, float_val=[1.0, 2.0, 3.0, 4.0])
-    proto.tensor_shape.dim.add(size=2)
-    proto.tensor_shape.dim.add(size=2)
-    np.testing.assert_array_equal(client.ndarray_from_tensor_proto(proto), [[1.0, 2.0], [3.0, 4.0]])
-    corrupt = client.tensor_proto_from_ndarray(np.zeros((2, 3), np.float32))
-    corrupt.tensor_content = corrupt.tensor_content[:-4]
-    with pytest.raises(ValueError, match=r"has 20 bytes but dtype float32 and shape \[2, 3\] need 24"):
-        client.ndarray_from_tensor_proto(corrupt)

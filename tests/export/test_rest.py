@@ -1,4 +1,6 @@
 """REST API of ufl serve, called with plain HTTP (urllib) as a TF-Serving REST client would."""
+import base64
+import gzip
 import json
 import re
 import urllib.error
@@ -10,7 +12,9 @@ import pytest
 import serving_testlib as lib
 from ufl.export import signatures
 from ufl.export.model_manager import ServingError
-from ufl.export.rest import format_predict_response
+from ufl.export.json_tensor import format_predict_response, shortest_float32
+from ufl.export.model_manager import ModelManager, single_model_config
+from ufl.export.server import ModelServer
 
 
 @pytest.fixture(scope="module")
@@ -103,3 +107,104 @@ def test_row_format_with_several_outputs_gives_one_object_per_row():
         "codes": [[0.0, 1.0], [2.0, 3.0]], "norm": [1.0, 2.0]}}
     with pytest.raises(ServingError, match="different batch sizes"):
         format_predict_response({"a": np.zeros((2, 1)), "b": np.zeros(3)}, row_format=True)
+
+
+def post(address, raw, headers=None):
+    request = urllib.request.Request(address, data=raw, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def significant_digits(token):
+    mantissa = token.lower().split("e")[0].lstrip("-").replace(".", "").lstrip("0")
+    return len(mantissa.rstrip("0")) or 1
+
+
+def test_float32_outputs_are_written_as_their_shortest_round_trip_text(url, coder):
+    patches = lib.patches(4, seed=9)
+    status, text = post(url + ":predict", json.dumps({"instances": patches.tolist()}).encode())
+    assert status == 200
+    tokens = re.findall(r"-?\d[\d.]*(?:e[-+]?\d+)?", text)
+    served = np.asarray([float(token) for token in tokens], np.float32)
+    expected = lib.in_process(coder, signatures.SERVING_DEFAULT, patches=patches).ravel()
+    np.testing.assert_allclose(served, expected, rtol=1e-6, atol=1e-7)
+    for token, value in zip(tokens, served):
+        assert np.float32(float(token)) == value
+        shortest = np.format_float_scientific(value, unique=True)  # numpy's shortest round-trip digits
+        assert significant_digits(token) == significant_digits(shortest), (token, shortest)
+    assert json.dumps(format_predict_response({"x": np.float32([0.2, 1.0, 3e-8])}, False)) == \
+        '{"outputs": [0.2, 1.0, 3e-08]}'
+
+
+def test_gzip_encoded_request_bodies(url, coder):
+    patches = lib.patches(2, seed=4)
+    body = gzip.compress(json.dumps({"inputs": patches.tolist()}).encode())
+    status, text = post(url + ":predict", body, {"Content-Encoding": "gzip"})
+    assert status == 200
+    np.testing.assert_allclose(np.asarray(json.loads(text)["outputs"], np.float32),
+                               lib.in_process(coder, signatures.SERVING_DEFAULT, patches=patches), rtol=1e-6, atol=1e-7)
+    status, text = post(url + ":predict", b"not gzip", {"Content-Encoding": "gzip"})
+    assert status == 400 and "not valid gzip" in json.loads(text)["error"]
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory, coder):
+    """REST of a config with two versions of 'coder', label 'stable' = 1, and the string model 'echo'."""
+    root = tmp_path_factory.mktemp("labelled")
+    for version in (1, 2):
+        lib.install_version(coder, str(root / "coder"), version)
+    lib.save_echo(str(root / "echo" / "1"))
+    config = single_model_config("coder", str(root / "coder"))
+    entry = config.model_config_list.config[0]
+    entry.model_version_policy.all.SetInParent()
+    entry.version_labels["stable"] = 1
+    config.model_config_list.config.add(name="echo", base_path=str(root / "echo"), model_platform="tensorflow")
+    server = ModelServer(ModelManager(config, poll_wait_seconds=0), port=0, rest_api_port=0).start()
+    yield f"http://127.0.0.1:{server.rest_api_port}/v1/models"
+    server.stop()
+
+
+def test_versions_and_labels_routes(labelled):
+    assert call(labelled + "/coder/labels/stable")[1]["model_version_status"][0]["version"] == "1"
+    assert call(labelled + "/coder/versions/2/metadata")[1]["model_spec"]["version"] == "2"
+    assert call(labelled + "/coder/labels/stable/metadata")[1]["model_spec"]["version"] == "1"
+    body = {"instances": lib.patches(1).tolist()}
+    assert call(labelled + "/coder/labels/stable:predict", body)[0] == 200
+    assert call(labelled + "/coder/versions/2:predict", body)[0] == 200
+    status, answer = call(labelled + "/coder/labels/canary:predict", body)
+    assert status == 404 and "Label(coder, canary)" in answer["error"]
+
+
+def test_b64_strings_in_and_out(labelled):
+    raw = b"\x00\xffbinary"
+    status, answer = call(labelled + "/echo:predict",
+                          {"instances": [{"b64": base64.b64encode(raw).decode()}, "text"]})
+    assert status == 200
+    assert answer["predictions"] == [{"length": len(raw), "echo_bytes": {"b64": base64.b64encode(raw).decode()}},
+                                     {"length": 4, "echo_bytes": {"b64": base64.b64encode(b"text").decode()}}]
+    status, answer = call(labelled + "/echo:predict", {"inputs": {"text": [{"b64": "***"}]}})
+    assert status == 400 and "not base64" in answer["error"]
+
+
+def test_rest_api_timeout_answers_504(tmp_path, coder):
+    base = str(tmp_path / "coder")
+    lib.install_version(coder, base, 1)
+    with lib.start_server(base, rest=True, poll_wait_seconds=0, rest_timeout_seconds=0.0) as server:
+        status, answer = call(f"http://127.0.0.1:{server.rest_api_port}/v1/models/coder:predict",
+                              {"instances": lib.patches(1).tolist()})
+    assert status == 504 and "Deadline exceeded" in answer["error"]
+
+
+def test_shortest_float32_text_round_trips_every_kind_of_float():
+    bits = np.random.default_rng(0).integers(0, 2 ** 32, 20000, dtype=np.uint64).astype(np.uint32)
+    values = np.concatenate([bits.view(np.float32), np.float32([0.0, -0.0, 1e-45, 3.4028235e38, -0.2, 7.0])])
+    finite = values[np.isfinite(values)]
+    written = json.loads(json.dumps(shortest_float32(finite).tolist()))
+    np.testing.assert_array_equal(np.asarray(written, np.float32), finite)
+    for value, text in zip(finite[::50], json.dumps(shortest_float32(finite[::50]).tolist())[1:-1].split(", ")):
+        assert significant_digits(text) == significant_digits(np.format_float_scientific(value, unique=True))
+    special = shortest_float32(np.float32([np.nan, np.inf, -np.inf]))
+    assert np.isnan(special[0]) and list(special[1:]) == [np.inf, -np.inf]

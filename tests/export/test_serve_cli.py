@@ -3,6 +3,7 @@ import json
 import os
 import re
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -33,14 +34,20 @@ def test_tfserving_backend_execs_tensorflow_model_server_with_the_same_flags(tmp
     result = subprocess.run(
         ufl_command("serve", "--model_config_file", str(config), "--enable_batching",
                     "--batching_parameters_file", str(tmp_path / "batching.config"), "--port=9000",
-                    "--rest_api_port=0", "--tensorflow_inter_op_parallelism=1", "--monitoring_config_file=/m.config"),
+                    "--rest_api_port=0", "--tensorflow_inter_op_parallelism=1", "--monitoring_config_file=/m.config",
+                    "--grpc_socket_path=/tmp/s.sock", "--enable_grpc_healthcheck_service",
+                    "--enable_serialization_as_tensor_content=true", "--rest_api_timeout_in_ms=500",
+                    "--model_config_file_poll_wait_seconds=60", "--rest_api_num_threads=4"),
         cwd=REPO, env={**os.environ, "PATH": f"{fake.parent}{os.pathsep}{os.environ['PATH']}"},
         capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert json.loads(argv_file.read_text()) == [
-        "--port=9000", "--rest_api_port=0", f"--model_config_file={config}", "--enable_batching=true",
+        "--port=9000", "--rest_api_port=0", "--grpc_socket_path=/tmp/s.sock", f"--model_config_file={config}",
+        "--model_config_file_poll_wait_seconds=60", "--enable_batching=true",
         f"--batching_parameters_file={tmp_path / 'batching.config'}", "--file_system_poll_wait_seconds=1",
-        "--enable_model_warmup=true", "--tensorflow_inter_op_parallelism=1", "--monitoring_config_file=/m.config"]
+        "--enable_model_warmup=true", "--enable_serialization_as_tensor_content=true",
+        "--enable_grpc_healthcheck_service=true", "--rest_api_timeout_in_ms=500", "--monitoring_config_file=/m.config",
+        "--tensorflow_inter_op_parallelism=1", "--rest_api_num_threads=4"]
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -55,15 +62,40 @@ def test_tfserving_backend_execs_tensorflow_model_server_with_the_same_flags(tmp
      "grpc_channel_arguments item 'x=1' is invalid"),
     (["serve", "--model_base_path", "{tmp}", "--backend", "ufl", "--tensorflow_intra_op_parallelism=-1"],
      "--tensorflow_intra_op_parallelism -1 is negative"),
-    (["serve", "--model_base_path", "{tmp}", "--backend", "ufl", "--monitoring_config_file=x"],
-     r"unrecognized arguments \['--monitoring_config_file=x'\]"),
+    (["serve", "--model_base_path", "{tmp}", "--backend", "ufl", "--rest_api_num_threads=4"],
+     r"unrecognized arguments \['--rest_api_num_threads=4'\]"),
+    (["serve", "--model_base_path", "{tmp}", "--backend", "ufl", "--port", "0"],
+     "--port 0 turns the gRPC TCP port off .* give --grpc_socket_path too; for any free port use --free_ports"),
+    (["serve", "--model_base_path", "{tmp}", "--backend", "tfserving", "--access_log", "-"],
+     "--access_log is ufl serve's own"),
+    (["serve", "--model_base_path", "{tmp}", "--backend", "ufl", "--monitoring_config_file", "{tmp}/none"],
+     "monitoring_config_file .*none' cannot be read"),
+    (["serve", "--model_config_file", "{tmp}/syntax.config", "--backend", "ufl"],
+     r"model_config_file .*syntax.config' is not a ModelServerConfig text proto: 1:\d+ :"),
 ])
 def test_bad_flags_exit_2_with_one_line(tmp_path, capsys, monkeypatch, argv, message):
     monkeypatch.setenv("PATH", str(tmp_path))
+    (tmp_path / "syntax.config").write_text("model_config_list { config { name: 'a' base_path: ")
     assert main([arg.replace("{tmp}", str(tmp_path)) for arg in argv]) == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith("ufl serve: error:") and len(error.splitlines()) == 1
     assert re.search(message, error)
+
+
+def test_a_busy_port_fails_in_one_line_before_any_model_loads(tmp_path, tmp_path_factory):
+    base = str(tmp_path / "coder")
+    lib.install_version(lib.template(tmp_path_factory), base, 1)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = subprocess.run(ufl_command("serve", "--model_base_path", base, "--backend", "ufl",
+                                            "--port", str(port), "--rest_api_port", "0"),
+                                cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("ufl serve: error: cannot bind the gRPC API to 127.0.0.1:"), result.stderr
+    assert "Traceback" not in result.stderr and "serving model" not in result.stderr
 
 
 @pytest.mark.slow
@@ -112,9 +144,8 @@ def test_ufl_train_export_serve_round_trip(tmp_path):
     version_dir = os.path.join(models, "digits", "1")
     expected = tf.saved_model.load(version_dir).signatures[signatures.SERVING_DEFAULT](
         patches=tf.constant(images[256:]))[signatures.CODES_OUTPUT].numpy()
-    rest_port = lib.free_port()
     process = subprocess.Popen(
-        ufl_command("serve", "--port", "0", "--rest_api_port", str(rest_port), "--backend", "ufl",
+        ufl_command("serve", "--free_ports", "--backend", "ufl",
                     "--model_config_file", os.path.join(models, signatures.MODEL_CONFIG_FILE), "--enable_batching",
                     "--batching_parameters_file", os.path.join(models, signatures.BATCHING_CONFIG_FILE),
                     "--file_system_poll_wait_seconds", "0.5"),
@@ -122,7 +153,8 @@ def test_ufl_train_export_serve_round_trip(tmp_path):
     try:
         ready = process.stdout.readline()
         assert "models: digits (versions [1])" in ready, ready or process.stderr.read()
-        target = "127.0.0.1:" + ready.split("gRPC API on 127.0.0.1:")[1].split(",")[0]
+        target = "127.0.0.1:" + re.search(r"gRPC API on 127\.0\.0\.1:(\d+)", ready)[1]
+        rest_port = re.search(r"REST API on http://127\.0\.0\.1:(\d+)", ready)[1]
         served = client.predict(target, "digits", images[256:])
         np.testing.assert_allclose(served, expected, rtol=1e-5, atol=1e-6)
         assert served.shape == (64, 32) and np.ptp(served) > 0

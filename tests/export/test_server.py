@@ -1,4 +1,5 @@
 """gRPC API of ufl serve, called with the official tensorflow_serving.apis stubs as any TF-Serving client."""
+import os
 import re
 import threading
 
@@ -12,10 +13,11 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb
 import serving_testlib as lib
 from ufl.config import ConfigError
 from ufl.export import signatures
-from ufl.export.model_manager import (ModelManager, ServableVersion, read_model_config_file, session_config,
-                                       single_model_config)
-from ufl.export.batching import read_batching_parameters
+from ufl.export.batching import BatchingOptions, read_batching_parameters
+from ufl.export.model_manager import (ModelManager, ServableVersion, ServingError, read_model_config_file,
+                                       session_config, single_model_config)
 from ufl.export.server import ModelServer
+from ufl.export.tensor_codec import TENSOR_CONTENT_METADATA, tensor_proto_from_ndarray
 
 AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
 END = get_model_status_pb2.ModelVersionStatus.END
@@ -335,3 +337,135 @@ def test_binds_loopback_only_by_default(tmp_path, coder):
                 pass
             with pytest.raises(OSError):
                 socket.create_connection((outward, port), timeout=5).close()
+
+
+def test_answers_fill_the_typed_fields_by_default_as_tensorflow_model_server(server, coder):
+    inputs = lib.patches(3)
+    predict, _ = stubs(server.port)
+    response = predict.Predict(request(inputs), timeout=30)
+    codes = response.outputs[signatures.CODES_OUTPUT]
+    assert not codes.tensor_content  # a client reading float_val (Python, Java, Go) gets every value
+    served = np.asarray(codes.float_val, np.float32).reshape([dim.size for dim in codes.tensor_shape.dim])
+    np.testing.assert_allclose(served, lib.in_process(coder, "serving_default", patches=inputs), rtol=1e-6, atol=1e-7)
+    # ufl's own client asks for tensor_content with its metadata; other clients are not affected by it.
+    asked = predict.Predict(request(inputs), timeout=30, metadata=(TENSOR_CONTENT_METADATA,))
+    assert asked.outputs[signatures.CODES_OUTPUT].tensor_content and not asked.outputs[signatures.CODES_OUTPUT].float_val
+    np.testing.assert_array_equal(tf.make_ndarray(asked.outputs[signatures.CODES_OUTPUT]), served)
+
+
+def test_inputs_in_typed_fields_are_accepted(server, coder):
+    inputs = lib.patches(2, seed=5)
+    message = request(inputs)
+    message.inputs[signatures.PATCHES_INPUT].CopyFrom(tensor_proto_from_ndarray(inputs, tensor_content=False))
+    assert message.inputs[signatures.PATCHES_INPUT].float_val
+    predict, _ = stubs(server.port)
+    np.testing.assert_allclose(tf.make_ndarray(predict.Predict(message, timeout=30).outputs["codes"]),
+                               lib.in_process(coder, "serving_default", patches=inputs), rtol=1e-6, atol=1e-7)
+
+
+def test_tensor_content_answers_over_a_unix_socket_only(tmp_path, coder):
+    base = str(tmp_path / "coder")
+    lib.install_version(coder, base, 1)
+    socket_path = str(tmp_path / "grpc.sock")
+    manager = ModelManager(single_model_config("coder", base), poll_wait_seconds=0)
+    with ModelServer(manager, port=None, grpc_socket_path=socket_path, rest_api_port=None,
+                     tensor_content=True) as server:
+        assert server.port is None
+        channel = grpc.insecure_channel(f"unix:{socket_path}")
+        response = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request(lib.patches(2)),
+                                                                                       timeout=30)
+        codes = response.outputs[signatures.CODES_OUTPUT]
+        assert codes.tensor_content and not codes.float_val
+        channel.close()
+    assert not os.path.exists(socket_path)
+
+
+def test_version_labels_must_name_available_versions_unless_allowed(tmp_path, coder):
+    for version in (1, 2):
+        lib.install_version(coder, str(tmp_path / "m"), version)
+    config = single_model_config("m", str(tmp_path / "m"))
+    config.model_config_list.config[0].version_labels["stable"] = 1  # the default policy serves only 2
+    with pytest.raises(ConfigError, match="version label 'stable' of model 'm' names version 1, which is not "
+                                          "currently available .*--allow_version_labels_for_unavailable_models"):
+        ModelManager(config, poll_wait_seconds=0)
+    manager = ModelManager(config, poll_wait_seconds=0, allow_version_labels_for_unavailable_models=True)
+    with pytest.raises(ServingError, match=r"Specific\(m, 1\)"):
+        manager.resolve("m", label="stable")
+    config.model_config_list.config[0].version_labels["stable"] = 2
+    manager.reload_config(config, source="test")
+    assert manager.resolve("m", label="stable").version == 2
+
+
+def test_specific_and_latest_version_policies(tmp_path, coder):
+    for version in (1, 2, 3):
+        lib.install_version(coder, str(tmp_path / "m"), version)
+    config = single_model_config("m", str(tmp_path / "m"))
+    policy = config.model_config_list.config[0].model_version_policy
+    policy.specific.versions.extend([1, 3, 7])
+    assert ModelManager(config, poll_wait_seconds=0).available_versions("m") == [1, 3]
+    policy.latest.num_versions = 2
+    assert ModelManager(config, poll_wait_seconds=0).available_versions("m") == [2, 3]
+
+
+def test_the_config_file_is_reread_and_applied_when_it_changes(tmp_path, coder, caplog):
+    lib.install_version(coder, str(tmp_path / "a"), 1)
+    lib.install_version(coder, str(tmp_path / "b"), 4)
+    config_file = tmp_path / "models.config"
+    entry = "config {{ name: '{0}' base_path: '{1}' model_platform: 'tensorflow' }}"
+    config_file.write_text(f"model_config_list {{ {entry.format('a', tmp_path / 'a')} }}")
+    manager = ModelManager(read_model_config_file(str(config_file)), poll_wait_seconds=0,
+                           config_file=str(config_file), config_poll_wait_seconds=0.1)
+    manager.start()
+    try:
+        config_file.write_text("model_config_list { config { name: 'a' ")  # a half-saved edit: kept out
+        lib.wait_for(lambda: "is not a ModelServerConfig text proto" in caplog.text)
+        assert manager.model_names() == ["a"]
+        config_file.write_text(f"model_config_list {{ {entry.format('a', tmp_path / 'a')} "
+                               f"{entry.format('b', tmp_path / 'b')} }}")
+        lib.wait_for(lambda: manager.available_versions("b") == [4])
+        assert manager.available_versions("a") == [1]
+    finally:
+        manager.stop()
+
+
+def test_with_batching_one_set_of_batch_threads_serves_every_model_version_and_signature(tmp_path, coder):
+    for version in (1, 2):
+        lib.install_version(coder, str(tmp_path / "m"), version)
+    config = single_model_config("m", str(tmp_path / "m"))
+    config.model_config_list.config[0].model_version_policy.all.SetInParent()
+    manager = ModelManager(config, poll_wait_seconds=0)
+    batching = BatchingOptions(max_batch_size=32, batch_timeout_micros=0, num_batch_threads=3)
+    images = np.zeros((2, 8, 8, 1), np.float32)
+    with ModelServer(manager, port=0, rest_api_port=None, batching=batching) as server:
+        predict, _ = stubs(server.port)
+        for version in (1, 2):
+            for signature, key, inputs in ((signatures.SERVING_DEFAULT, "patches", lib.patches(2)),
+                                           (signatures.RECONSTRUCT, "patches", lib.patches(3)),
+                                           (signatures.ENCODE_IMAGES, "images", images)):
+                predict.Predict(request(inputs, name="m", signature=signature, key=key, version=version), timeout=30)
+        assert len(server.predictor._queues) == 6
+        batch_threads = [thread for thread in threading.enumerate() if thread.name.startswith("ufl-batch")]
+        assert len(batch_threads) == 3
+
+
+def test_a_request_whose_deadline_passes_in_the_batch_queue_is_not_run(tmp_path, coder, monkeypatch):
+    base = str(tmp_path / "coder")
+    lib.install_version(coder, base, 1)
+    runs = []
+    original_run = ServableVersion.run
+    monkeypatch.setattr(ServableVersion, "run", lambda self, name, inputs: runs.append(len(inputs["patches"]))
+                        or original_run(self, name, inputs))
+    # A batch waits 30 s for 1000 rows: only the deadline can end the wait.
+    batching = BatchingOptions(max_batch_size=1000, batch_timeout_micros=30_000_000, num_batch_threads=1)
+    with lib.start_server(base, poll_wait_seconds=0, batching=batching) as server:
+        predict, _ = stubs(server.port)
+        with pytest.raises(grpc.RpcError) as caught:
+            predict.Predict(request(lib.patches(2)), timeout=0.5)
+        assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        (queue,) = server.predictor._queues.values()
+        lib.wait_for(lambda: queue.queued_rows == 0, timeout=10)
+        cancelled = predict.Predict.future(request(lib.patches(3)), timeout=60)
+        lib.wait_for(lambda: queue.queued_rows == 3, timeout=10)
+        cancelled.cancel()
+        lib.wait_for(lambda: queue.queued_rows == 0, timeout=10)  # the slot is freed at once
+    assert runs == []
