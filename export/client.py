@@ -123,7 +123,9 @@ def wait_until_available(target: str, model_name: str, timeout: float = 60.0) ->
                 f"version {status.version} {get_model_status_pb2.ModelVersionStatus.State.Name(status.state)}"
                 for status in response.model_version_status) or "no versions"
         except grpc.RpcError as error:
-            last_seen = f"{error.code().name}: {error.details()}"
+            # The last poll may run out of the caller's time; keep the server's own answer seen before it.
+            if error.code() != grpc.StatusCode.DEADLINE_EXCEEDED or last_seen == "no answer":
+                last_seen = f"{error.code().name}: {error.details()}"
         time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
     raise TimeoutError(f"model {model_name!r} is not available at {target} after {timeout:g} s "
                        f"(last seen: {last_seen}); is 'ufl serve' running with this model?")
