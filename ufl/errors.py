@@ -66,11 +66,11 @@ def storage_failure(error: BaseException) -> Optional[Tuple[str, str, Optional[s
         if isinstance(error, OSError) and error.errno in STORAGE_ERRNOS:
             return (*STORAGE_ERRNOS[error.errno], error.filename)
         text = str(error)
-        found = sorted((text.lower().find(phrase), number) for phrase, number in _STORAGE_TEXTS.items()
-                       if phrase in text.lower())
+        found = sorted((text.lower().find(phrase), phrase) for phrase in _STORAGE_TEXTS if phrase in text.lower())
         if found:
-            index, number = found[0]
-            paths = re.findall(r"/[^\s;:'\"\[\]]+", text[:index])  # TensorFlow names the file first
-            return (*STORAGE_ERRNOS[number], paths[-1] if paths else None)
+            phrase = found[0][1]
+            # TensorFlow writes "/path/of/the/file; No space left on device"
+            path = re.search(r"(/[^\s;:'\"\[\]]+)[;:] " + re.escape(phrase), text, re.IGNORECASE)
+            return (*STORAGE_ERRNOS[_STORAGE_TEXTS[phrase]], path.group(1) if path else None)
         error = error.__cause__ or error.__context__
     return None

@@ -8,8 +8,9 @@ log their start-up on their own stderr and again through the runner ("Worker: se
 
 - ``TF_CPP_MIN_LOG_LEVEL=2`` (TensorFlow's own errors only), inherited by every process ufl starts;
 - ``import tensorflow`` and its device probe run with file descriptor 2 silenced;
-- Python logging: ufl's loggers (``ufl.serve`` -> "ufl serve: ...") at INFO, other libraries' warnings, and
-  Beam's, absl's and TensorFlow's only from ERROR up; a warning a user must act on (options Beam could not
+- Python logging: ufl's loggers (``ufl.serve`` -> "ufl serve: ...") at INFO, other libraries' warnings,
+  absl's and TensorFlow's only from ERROR up, Beam's only when critical (its errors end the pipeline with
+  an exception, which ufl reports in one line); a warning a user must act on (options Beam could not
   parse that the user typed) is shown once, in one line;
 - for commands that start Beam worker processes, file descriptor 2 points at /dev/null while ``sys.stderr``
   keeps writing to the terminal, so the workers (which inherit descriptor 2) start silent; their log records
@@ -32,6 +33,8 @@ from typing import Iterator
 
 #: Loggers whose records below ERROR are start-up chatter for a ufl user.
 LIBRARY_LOGGERS = ("apache_beam", "absl", "tensorflow", "tf_keras", "py.warnings", "grpc", "h5py")
+#: Beam also logs at ERROR what then fails the pipeline with an exception, which ufl reports in one line.
+BEAM_THRESHOLD = logging.CRITICAL
 #: Options Beam's own DirectRunner hands its workers, which they then report as unparseable.
 BEAM_INTERNAL_ARGS = ("--pipeline_type_check", "--direct_runner_use_stacked_bundle")
 
@@ -149,7 +152,8 @@ class TerminalFilter(logging.Filter):
             return True
         if record.levelno < logging.WARNING:
             return False
-        if is_library_record(record) and record.levelno < logging.ERROR:
+        threshold = BEAM_THRESHOLD if record.name.startswith("apache_beam") else logging.ERROR
+        if is_library_record(record) and record.levelno < threshold:
             unknown = user_beam_args(record)
             if not unknown:
                 return False
