@@ -192,6 +192,12 @@ def export_run(config: ExportConfig) -> str:
       The path of the new version directory.
     Raises:
       ConfigError: RUN/ is incomplete (no config, metadata or checkpoint) or the version exists.
+      StorageError: the version could not be written (disk full, permission denied, I/O error).
+
+    Example (a RUN/ trained by ``ufl train sparse-coding --data work/digits-data --out work/digits-run``):
+      >>> from ufl.config import ExportConfig
+      >>> export_run(ExportConfig(run="work/digits-run", model_base="work/models", name="digits"))
+      'work/models/digits/1'
     """
     from ufl.trainers.run_dir import load_trained_model
 
