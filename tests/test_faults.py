@@ -20,13 +20,14 @@ def full_disk(tmp_path_factory):
     if result.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
     try:
-        with open(os.path.join(mount_point, "filler"), "wb") as handle:
-            try:
-                while True:
-                    handle.write(b"\0" * 4096)
-                    handle.flush()
-            except OSError:
+        filler = os.open(os.path.join(mount_point, "filler"), os.O_WRONLY | os.O_CREAT)
+        try:
+            while os.write(filler, b"\0" * 4096):
                 pass
+        except OSError:  # full
+            pass
+        finally:
+            os.close(filler)
         yield mount_point
     finally:
         subprocess.run(["umount", "-l", mount_point], check=False)

@@ -65,9 +65,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def small_npz(path: str, source: str, count: int = 300) -> str:
+def small_npz(path: str, source: str, count: int = 600) -> str:
+    """``count`` images of ``source`` (a seeded random choice: the files may be sorted by label)."""
     arrays = np.load(source)
-    np.savez(path, images=arrays["images"][:count], labels=arrays["labels"][:count])
+    rows = np.sort(np.random.default_rng(0).choice(len(arrays["labels"]), size=count, replace=False))
+    np.savez(path, images=arrays["images"][rows], labels=arrays["labels"][rows])
     return path
 
 
@@ -98,11 +100,9 @@ class Recipe:
         """Epochs, steps, patches and images of a ``ufl`` command made small."""
         verb = argv[0]
         argv = ["1" if previous == "--epochs" else arg for previous, arg in zip([""] + argv, argv)]
-        argv = [str(min(int(arg), 20)) if previous == "--patches-per-image" else arg
+        argv = [str(min(int(arg), 100)) if previous == "--patches-per-image" else arg
                 for previous, arg in zip([""] + argv, argv)]
         if verb == "preprocess":
-            if "--patches-per-image" not in argv:
-                argv += ["--patches-per-image", "20"]
             if not any(arg.startswith(("--runner", "--direct_running_mode")) for arg in argv):
                 argv += ["--direct_running_mode=in_memory"]
         if verb == "train" and "--list-presets" not in argv:
@@ -127,14 +127,17 @@ class Recipe:
         if line == "kill %1":
             self.stop_servers()
             return
+        started = time.monotonic()
         words = shlex.split(line)
+        if words[-1] == "&":  # a server in the background: every 'ufl serve' runs so here
+            words = words[:-1]
         if words[0] != "ufl":
             self.shell(line, where)
         elif words[1] == "serve":
             self.serve(words[1:], where)
         else:
             self.ufl(self.tiny(words[1:]), where)
-        self.ran.append((where, line))
+        self.ran.append((where, line, time.monotonic() - started))
 
     def ufl(self, argv: list, where: str) -> None:
         from ufl.cli import main
@@ -185,11 +188,12 @@ class Recipe:
                 server.kill()
 
     def run_python(self, code: str, where: str) -> None:
+        started = time.monotonic()
         try:
             exec(compile(self.substitute(code), where, "exec"), {"__name__": "__readme__"})
         except Exception as error:
             raise AssertionError(f"{where}: the Python snippet failed: {type(error).__name__}: {error}") from error
-        self.ran.append((where, "python snippet"))
+        self.ran.append((where, "python snippet", time.monotonic() - started))
 
 
 def test_readme_blocks_are_found_and_classified():
@@ -212,15 +216,21 @@ def test_every_readme_command_and_snippet_runs(tmp_path, monkeypatch):
     recipe = Recipe(workdir)
     with open(README, encoding="utf-8") as handle:
         text = handle.read()
+    failures = []
     try:
         for line_number, language, code in readme_blocks(text):
             where = f"README.md:{line_number}"
-            if language == "bash":
-                for line in block_commands(code):
-                    recipe.run_command(line, where)
-            elif language == "python":
-                recipe.run_python(code, where)
+            steps = ([(line, recipe.run_command) for line in block_commands(code)] if language == "bash" else
+                     [(code, recipe.run_python)] if language == "python" else [])
+            for step, run in steps:
+                try:
+                    run(step, where)
+                except AssertionError as error:  # go on: one report of every step that fails
+                    failures.append(str(error).split("\nassert")[0])
     finally:
         recipe.stop_servers()
     print("\n".join(f"not run: {where}: {line}  ({reason})" for where, line, reason in recipe.not_run))
+    print("slowest:\n" + "\n".join(f"{seconds:6.1f} s  {where}: {line[:100]}"
+                                    for where, line, seconds in sorted(recipe.ran, key=lambda item: -item[2])[:12]))
+    assert not failures, "\n\n".join(failures)
     assert len(recipe.ran) > 20

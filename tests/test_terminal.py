@@ -37,7 +37,7 @@ def test_preprocess_prints_ufl_lines_only_and_everything_with_verbose(tmp_path):
     assert all(line.startswith("ufl preprocess: ") for line in quiet_run.stdout.splitlines()), quiet_run.stdout
     loud_run = ufl_command("--verbose", *args, "--out", str(tmp_path / "verbose"))
     assert loud_run.returncode == 0, loud_run.stdout[-3000:]
-    assert "absl::InitializeLog" in loud_run.stdout and "Logging handler created" in loud_run.stdout
+    assert "Logging handler created" in loud_run.stdout  # Beam's worker processes, unhidden
 
 
 def test_an_unexpected_failure_ends_in_one_line_and_verbose_shows_the_traceback(monkeypatch, capsys):

@@ -77,7 +77,7 @@ def run(args) -> int:
     from ufl.trainers.strategy import choose_strategy
     from ufl.trainers.train_loop import train
 
-    workdir = os.path.abspath(args.workdir)
+    workdir = args.workdir  # paths are shown as the user spelled them
     data_dir, run_dir, model_base = (os.path.join(workdir, name) for name in ("data", "run", "models"))
     preset = get_preset(args.preset)
     name = args.name or args.preset
