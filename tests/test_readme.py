@@ -66,10 +66,14 @@ def free_port() -> int:
 
 
 def small_npz(path: str, source: str, count: int = 600) -> str:
-    """``count`` images of ``source`` (a seeded random choice: the files may be sorted by label)."""
+    """``count`` images of ``source`` (a seeded random choice: the files may be sorted by label), as
+    ``images``/``labels`` and in Keras' layout (``x_train``... the last sixth as the test split)."""
     arrays = np.load(source)
     rows = np.sort(np.random.default_rng(0).choice(len(arrays["labels"]), size=count, replace=False))
-    np.savez(path, images=arrays["images"][rows], labels=arrays["labels"][rows])
+    images, labels = arrays["images"][rows], arrays["labels"][rows]
+    train = count - count // 6
+    np.savez(path, images=images, labels=labels, x_train=images[:train], y_train=labels[:train],
+             x_test=images[train:], y_test=labels[train:])
     return path
 
 
@@ -84,7 +88,7 @@ class Recipe:
         fashion = small_npz(os.path.join(workdir, "fashion-small.npz"),
                             os.path.join(SHARED_DATA, "fashion_mnist.npz"))
         self.sources = [(r"npz:\S*fashion_mnist\.npz|builtin:fashion-mnist\b", f"npz:{fashion}"),
-                        (r"builtin:mnist(?![\w-])", f"npz:{mnist}")]
+                        (r"builtin:mnist(10k)?(?![\w-])", f"npz:{mnist}")]
         self.servers = []
         self.ran, self.not_run = [], []
 
@@ -210,6 +214,7 @@ def test_readme_blocks_are_found_and_classified():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # about 3 minutes on 2 idle cores; far longer when other jobs share them
 def test_every_readme_command_and_snippet_runs(tmp_path, monkeypatch):
     workdir = str(tmp_path)
     monkeypatch.chdir(workdir)
@@ -220,6 +225,8 @@ def test_every_readme_command_and_snippet_runs(tmp_path, monkeypatch):
     try:
         for line_number, language, code in readme_blocks(text):
             where = f"README.md:{line_number}"
+            if not language and all(line.startswith("ufl ") for line in block_commands(code)):
+                language = "bash"  # an untagged block of ufl commands is a recipe too
             steps = ([(line, recipe.run_command) for line in block_commands(code)] if language == "bash" else
                      [(code, recipe.run_python)] if language == "python" else [])
             for step, run in steps:
