@@ -120,8 +120,14 @@ def run_encoder(run_dir: str, *, grid_stride: Optional[int] = None, pool_grid: i
         raise ConfigError(f"run {run_dir!r} is invalid; {error}") from error
 
     def encode(images: np.ndarray) -> np.ndarray:
-        parts = [module.encode_images(tf.constant(images[start:start + batch_size], tf.float32))["features"].numpy()
-                 for start in range(0, len(images), batch_size)]
+        from ufl.progress import progress
+
+        parts = []
+        with progress(len(images), desc="features", unit="img") as bar:
+            for start in range(0, len(images), batch_size):
+                batch = tf.constant(images[start:start + batch_size], tf.float32)
+                parts.append(module.encode_images(batch)["features"].numpy())
+                bar.update(len(parts[-1]))
         return np.concatenate(parts)
 
     info = {"kind": trained.config["model"].get("kind"), "preset": trained.config.get("preset"),
@@ -137,7 +143,7 @@ def model_dir_encoder(model_dir: str, *, batch_size: int = 256) -> Tuple[Callabl
     path = resolve_version_dir(model_dir)
 
     def encode(images: np.ndarray) -> np.ndarray:
-        return compute_features(images, model_dir=path, batch_size=batch_size, progress=False)
+        return compute_features(images, model_dir=path, batch_size=batch_size)
 
     return encode, {**read_model_info(path), "model_dir": path}
 

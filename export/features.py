@@ -10,7 +10,7 @@ Three ways to the same numbers (the ``encode_images`` signature of MODELS/NAME/V
 from __future__ import annotations
 
 import os
-import sys
+import uuid
 from typing import Any, Dict, Iterable, Optional, Sequence
 
 import apache_beam as beam
@@ -22,10 +22,9 @@ from ufl.export.signatures import SIGNATURE_KEYS
 
 
 def _progress(total: int, enabled: bool):
-    from tqdm import tqdm
+    from ufl.progress import progress
 
-    # disable=None: a bar on terminals only, so logs of batch jobs stay clean.
-    return tqdm(total=total, unit="img", desc="features", file=sys.stderr, disable=None if enabled else True)
+    return progress(total, desc="features", unit="img", enabled=enabled)
 
 
 class _LoadedSignature:
@@ -183,11 +182,23 @@ def features_pipeline(source_spec: str, model_dir: str, out_prefix: str, *, colo
 
 def save_features(path: str, features: np.ndarray, labels: Optional[np.ndarray]) -> Optional[str]:
     """Writes FEATURES.npy, and FEATURES.labels.npy when there are labels; returns the labels path."""
+    path = path if path.endswith(".npy") else path + ".npy"  # as np.save names it
+    labels_path = None if labels is None else path[:-4] + ".labels.npy"
+    if labels_path is not None:
+        _save_npy(labels_path, labels)
+    _save_npy(path, features)  # last: a complete FEATURES.npy comes with its labels
+    return labels_path
+
+
+def _save_npy(path: str, array: np.ndarray) -> None:
+    """``np.save`` through a temporary sibling, so an interrupted or failed write leaves no partial file."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    np.save(path, features)
-    if labels is None:
-        return None
-    labels_path = (path[:-4] if path.endswith(".npy") else path) + ".labels.npy"
-    np.save(labels_path, labels)
-    return labels_path
+    temporary = os.path.join(directory, f".tmp-{uuid.uuid4().hex[:8]}-{os.path.basename(path)}")
+    try:
+        with open(temporary, "wb") as handle:
+            np.save(handle, array)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)

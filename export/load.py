@@ -96,12 +96,13 @@ def load_encoder(path: str, signature: str = sig.ENCODE_IMAGES, trainable: bool 
                  **kwargs) -> SavedModelEncoder:
     """An exported ufl model's signature as a tf_keras layer.
 
-    Example::
-
-        encoder = ufl.export.load_encoder("models/digits")          # images (N, 8, 8, 1) -> features
-        inputs = tf_keras.Input((8, 8, 1))
-        outputs = tf_keras.layers.Dense(10, activation="softmax")(encoder(inputs))
-        classifier = tf_keras.Model(inputs, outputs)
+    Example (a classifier on the features of the model exported in ``ufl.export.export_run``'s example):
+      >>> import numpy as np, tf_keras
+      >>> encoder = load_encoder("work/models/digits")      # raw images (N, 8, 8, 1) in [0, 1] -> features
+      >>> inputs = tf_keras.Input((8, 8, 1))
+      >>> classifier = tf_keras.Model(inputs, tf_keras.layers.Dense(10, activation="softmax")(encoder(inputs)))
+      >>> classifier(np.zeros((2, 8, 8, 1), np.float32)).shape
+      TensorShape([2, 10])
 
     Args:
       path: MODELS/NAME (newest version) or MODELS/NAME/VERSION written by ``ufl export``.

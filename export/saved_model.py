@@ -19,13 +19,14 @@ import json
 import os
 import sys
 import uuid
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
 
 from ufl.config import ConfigError, ExportConfig
 from ufl.config.base import atomic_write_text
+from ufl.errors import StorageError, storage_failure
 from ufl.export import signatures as sig
 from ufl.export.serving_module import ServingModule
 from ufl.export.versions import list_versions
@@ -58,34 +59,60 @@ def config_digest(config: dict) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode("utf-8")).hexdigest()
 
 
+def sample_raw_patches(metadata: dict, count: int, seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
+    """``count`` raw patches cut at random from the source a DATA/ (or RUN/data/) was made from.
+
+    DATA/ holds normalized patches; served graphs want raw pixels, so warmup requests and the check of
+    ``ufl run`` cut their own from the source images.
+
+    Args:
+      metadata: DATA/metadata.json (``source``, ``patch_size``, ``channels``).
+      count: how many patches.
+      seed: seed of the image choice and the positions.
+    Returns:
+      ``(patches (count, P*P*C) float32 in [0, 1], images (min(N, count), H, W, C) float32)``: the patches
+      and the images they were cut from.
+    Raises:
+      ValueError, OSError: the source cannot be read here or its images are smaller than the patches.
+
+    Example:
+      >>> patches, images = sample_raw_patches({"source": "builtin:digits", "patch_size": [4, 4],
+      ...                                       "channels": 1}, 16)
+      >>> patches.shape, images.shape
+      ((16, 16), (16, 8, 8, 1))
+    """
+    from ufl.pipeline import load_images
+
+    rows, cols = (int(side) for side in metadata["patch_size"])
+    channels = int(metadata["channels"])
+    rng = np.random.default_rng(seed)
+    images, _ = load_images(metadata["source"], color="gray" if channels == 1 else "rgb")
+    images = np.asarray(images[rng.choice(len(images), size=min(len(images), count), replace=False)],
+                        np.float32)
+    if images.shape[1] < rows or images.shape[2] < cols or images.shape[3] != channels:
+        raise ValueError(f"images {images.shape[1:]} do not hold {rows}x{cols}x{channels} patches")
+    tops = rng.integers(0, images.shape[1] - rows + 1, size=count)
+    lefts = rng.integers(0, images.shape[2] - cols + 1, size=count)
+    picks = rng.integers(0, len(images), size=count)
+    patches = np.stack([images[i, t:t + rows, l:l + cols, :].reshape(-1) for i, t, l in zip(picks, tops, lefts)])
+    return patches, images
+
+
 def warmup_patches(metadata: dict, count: int, seed: int = 0) -> tuple:
     """``(patches (count, P*P*C) raw [0, 1], images (n, H, W, C) or None, origin)`` for warmup requests.
 
-    Real patches are cut from the source the model was trained on (DATA/ holds normalized patches, the
-    served graph wants raw pixels); when that source cannot be read here, uniform noise of the right shape
-    stands in and ``origin`` says so.
+    Real patches from the training source (``sample_raw_patches``); when that source cannot be read here,
+    uniform noise of the right shape stands in and ``origin`` says so.
     """
-    rows, cols = (int(s) for s in metadata["patch_size"])
-    channels = int(metadata["channels"])
-    rng = np.random.default_rng(seed)
     try:
-        from ufl.pipeline import load_images
-
-        images, _ = load_images(metadata["source"], color="gray" if channels == 1 else "rgb")
-        images = np.asarray(images[rng.choice(len(images), size=min(len(images), count), replace=False)],
-                            np.float32)
-        if images.shape[1] < rows or images.shape[2] < cols or images.shape[3] != channels:
-            raise ValueError(f"images {images.shape[1:]} do not hold {rows}x{cols}x{channels} patches")
-        tops = rng.integers(0, images.shape[1] - rows + 1, size=count)
-        lefts = rng.integers(0, images.shape[2] - cols + 1, size=count)
-        picks = rng.integers(0, len(images), size=count)
-        patches = np.stack([images[i, t:t + rows, l:l + cols, :].reshape(-1)
-                            for i, t, l in zip(picks, tops, lefts)])
+        patches, images = sample_raw_patches(metadata, count, seed)
         return patches, images, f"source {metadata['source']}"
     except Exception as error:  # the source may be remote or gone; warmup must not block the export
         print(f"ufl export: warning: warmup requests use uniform noise: source {metadata.get('source')!r} "
               f"could not be read here ({error})", file=sys.stderr)
-        return rng.random((count, rows * cols * channels), dtype=np.float32), None, "uniform noise"
+        rows, cols = (int(side) for side in metadata["patch_size"])
+        size = rows * cols * int(metadata["channels"])
+        return np.random.default_rng(seed).random((count, size), dtype=np.float32), None, "uniform noise"
 
 
 def write_warmup_requests(path: str, name: str, patches: np.ndarray, images: Optional[np.ndarray],
@@ -165,6 +192,12 @@ def export_run(config: ExportConfig) -> str:
       The path of the new version directory.
     Raises:
       ConfigError: RUN/ is incomplete (no config, metadata or checkpoint) or the version exists.
+      StorageError: the version could not be written (disk full, permission denied, I/O error).
+
+    Example (a RUN/ trained by ``ufl train sparse-coding --data work/digits-data --out work/digits-run``):
+      >>> from ufl.config import ExportConfig
+      >>> export_run(ExportConfig(run="work/digits-run", model_base="work/models", name="digits"))
+      'work/models/digits/1'
     """
     from ufl.trainers.run_dir import load_trained_model
 
@@ -213,6 +246,13 @@ def export_run(config: ExportConfig) -> str:
             raise ConfigError(f"version {version} is invalid; {final_dir} appeared while exporting "
                               "(another export wrote it); run the export again for the next version")
         tf.io.gfile.rename(tmp_dir, final_dir, overwrite=False)
+    except (OSError, tf.errors.OpError) as error:
+        failure = storage_failure(error)
+        if failure is None:
+            raise
+        what, advice, _ = failure
+        raise StorageError(f"writing {final_dir} failed: {what}; {advice} or choose another --model-base "
+                           "(no version was written)") from error
     finally:
         if tf.io.gfile.exists(tmp_dir):
             tf.io.gfile.rmtree(tmp_dir)

@@ -196,6 +196,14 @@ def preprocess(config, pipeline_args: Sequence[str] = (), *, verbose: bool = Fal
       The metadata written to DATA/metadata.json.
     Raises:
       ConfigError: bad input (before any work when possible), or too many rejected inputs.
+
+    Example (4x4 patches of the 8x8 digits, Beam in this process):
+      >>> from ufl.config import PreprocessConfig
+      >>> config = PreprocessConfig(source="builtin:digits", out="work/digits-data", patch_size=4,
+      ...                           patches_per_image=30)
+      >>> metadata = preprocess(config, ["--direct_running_mode=in_memory"])
+      >>> metadata["patch_size"], metadata["channels"], metadata["counts"]["patches"]["train"] > 0
+      ([4, 4], 1, True)
     """
     started = datetime.datetime.now(datetime.timezone.utc)
     source = open_source(config.source, color=config.color, tfds_data_dir=config.tfds_data_dir)

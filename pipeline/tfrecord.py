@@ -78,6 +78,11 @@ def read_patches(data_dir: str, split: str = "train", *, batch_size: int = 256, 
       shuffle_buffer: examples in the shuffle buffer.
     Returns:
       Dataset of dicts: ``patch`` float32 ``(batch, P*P*C)`` plus the optional keys above.
+
+    Example (DATA/ of 4x4 patches, as made in the example of ``ufl.pipeline.preprocess``):
+      >>> batch = next(iter(read_patches("work/digits-data", "train", batch_size=8)))
+      >>> batch["patch"].shape
+      TensorShape([8, 16])
     """
     metadata = load_metadata(data_dir)
     dim = patch_dim(metadata)

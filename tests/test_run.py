@@ -5,15 +5,18 @@ import subprocess
 import sys
 
 import pytest
+from test_terminal import NOISE, ufl_command
 
 
 @pytest.mark.slow
 def test_ufl_run_preprocesses_trains_exports_serves_and_checks_the_answer(tmp_path):
     workdir = tmp_path / "work"
-    result = subprocess.run([sys.executable, "-m", "ufl.cli", "run", "--workdir", str(workdir), "--epochs", "1"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
+    result = ufl_command("run", "--workdir", str(workdir), "--epochs", "1")
     assert result.returncode == 0, result.stdout[-3000:]
     assert "gRPC Predict" in result.stdout  # exit 0 means the served codes equalled the in-process ones
+    # ufl's lines only: no TensorFlow C++ / absl notice, no CUDA probing, no Beam worker log
+    assert NOISE.search(result.stdout) is None, result.stdout
+    assert "ufl serve: serving model sparse-coding version 1" in result.stdout  # the server's own lines stay
     assert (workdir / "data" / "metadata.json").exists()
     metrics = json.loads((workdir / "run" / "metrics.json").read_text())
     assert 0 < metrics["mean_nonzeros"] < 64  # sparse codes: a quarter of the 256 atoms at most

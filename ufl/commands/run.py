@@ -43,6 +43,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _terminal_stderr():
+    """``sys.stderr`` for a child process: the terminal, also while ufl hides descriptor 2 from Beam's
+    workers (None, i.e. inherited, when ``sys.stderr`` has no descriptor, as under pytest's capture)."""
+    try:
+        sys.stderr.fileno()
+        return sys.stderr
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
 def stage(title: str) -> float:
     print(f"\n== {title}", flush=True)
     return time.perf_counter()
@@ -60,13 +70,14 @@ def run(args) -> int:
     from ufl.config import ExportConfig, PreprocessConfig
     from ufl.export import export_run
     from ufl.export.client import predict, wait_until_available
+    from ufl.export.saved_model import sample_raw_patches
     from ufl.export.signatures import PATCHES_INPUT, SERVING_DEFAULT
     from ufl.pipeline import load_metadata, preprocess
     from ufl.trainers.presets import get_preset
     from ufl.trainers.strategy import choose_strategy
     from ufl.trainers.train_loop import train
 
-    workdir = os.path.abspath(args.workdir)
+    workdir = args.workdir  # paths are shown as the user spelled them
     data_dir, run_dir, model_base = (os.path.join(workdir, name) for name in ("data", "run", "models"))
     preset = get_preset(args.preset)
     name = args.name or args.preset
@@ -100,12 +111,13 @@ def run(args) -> int:
                      "--port 8500 --rest_api_port 8501")
     if not args.no_serve:
         start = stage("serve and check one gRPC Predict answer")
-        patches = _raw_patches(data_dir)
+        patches, _ = sample_raw_patches(load_metadata(data_dir), 16)
         grpc_port, rest_port = free_port(), free_port()
         server = subprocess.Popen(
             [sys.executable, "-m", "ufl.cli", "serve", "--port", str(grpc_port),
              "--rest_api_port", str(rest_port), "--model_name", name,
-             "--model_base_path", os.path.join(model_base, name)])
+             "--model_base_path", os.path.join(model_base, name)] + (["--verbose"] if args.verbose else []),
+            stderr=_terminal_stderr())
         try:
             target = f"127.0.0.1:{grpc_port}"
             wait_until_available(target, name, timeout=120)
@@ -146,23 +158,3 @@ def _is_complete(data_dir: str, source: str, load_metadata) -> bool:
         return load_metadata(data_dir).get("source") == source
     except Exception:  # an absent or stale DATA/ is simply rebuilt
         return False
-
-
-def _raw_patches(data_dir: str, count: int = 16):
-    """``count`` raw patches in [0, 1] of the model's sample size, cut from the run's own source images."""
-    import numpy as np
-
-    from ufl.pipeline import load_images, load_metadata
-
-    metadata = load_metadata(data_dir)
-    rows, cols = metadata["patch_size"]
-    channels = int(metadata["channels"])
-    images, _ = load_images(metadata["source"], color="gray" if channels == 1 else "rgb")
-    rng = np.random.default_rng(0)
-    patches = []
-    for index in rng.integers(0, len(images), size=count):
-        image = images[index]
-        top = rng.integers(0, image.shape[0] - rows + 1)
-        left = rng.integers(0, image.shape[1] - cols + 1)
-        patches.append(image[top:top + rows, left:left + cols, :channels].reshape(-1))
-    return np.stack(patches).astype(np.float32)
