@@ -16,7 +16,7 @@ class _PlainProgress:
 
     def __init__(self, total: Optional[int], desc: str, unit: str, stream: IO[str], interval: float):
         self.total, self.desc, self.unit, self.stream, self.interval = total, desc, unit, stream, interval
-        self.count = 0
+        self.count = self.printed_count = 0
         self.started = self.last_print = time.monotonic()
 
     def update(self, n: int = 1) -> None:
@@ -27,6 +27,7 @@ class _PlainProgress:
             self._print(now)
 
     def _print(self, now: float) -> None:
+        self.printed_count = self.count
         elapsed = max(now - self.started, 1e-9)
         rate = self.count / elapsed
         of_total = f"/{self.total:,}" if self.total else ""
@@ -37,7 +38,7 @@ class _PlainProgress:
               file=self.stream, flush=True)
 
     def close(self) -> None:
-        if self.count and time.monotonic() - self.started >= self.interval:
+        if self.count != self.printed_count and time.monotonic() - self.started >= self.interval:
             self._print(time.monotonic())
 
     def __enter__(self) -> "_PlainProgress":
