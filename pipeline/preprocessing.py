@@ -27,6 +27,7 @@ import datetime
 import json
 import os
 import shutil
+import sys
 import threading
 import time
 import uuid
@@ -222,7 +223,7 @@ def preprocess(config, pipeline_args: Sequence[str] = (), *, verbose: bool = Fal
     try:
         pipeline = beam.Pipeline(options=beam_options(pipeline_args))
         build_pipeline(pipeline, source, units, options, config, temp_dir)
-        with Progress(temp_dir, config.num_shards, say):  # some runners finish inside run()
+        with Progress(temp_dir, config.num_shards, sys.stdout if verbose else None):  # some runners finish inside run()
             result = pipeline.run()
             try:
                 result.wait_until_finish()
@@ -251,13 +252,16 @@ def preprocess(config, pipeline_args: Sequence[str] = (), *, verbose: bool = Fal
 
 
 class Progress:
-    """While the pipeline runs, prints every ``interval`` seconds how much of DATA/ has been written.
+    """While the pipeline runs, shows how many shard files of DATA/ have been written (a bar on a terminal).
 
-    Reads the temporary folder, so it works on any runner whose output the driver can see.
+    Reads the temporary folder, so it works on any runner whose output the driver can see. Before the first
+    shard appears (inputs read, statistics computed) it says so every ``interval`` seconds.
     """
 
-    def __init__(self, out_dir: str, num_shards: int, say, interval: float = 15.0):
-        self.out_dir, self.num_shards, self.say, self.interval = out_dir, num_shards, say, interval
+    def __init__(self, out_dir: str, num_shards: int, stream=None, interval: float = 15.0, poll: float = 2.0):
+        """``stream``: where to show progress (None: nowhere); ``poll``: seconds between looks at the folder."""
+        self.out_dir, self.num_shards, self.stream = out_dir, num_shards, stream
+        self.interval, self.poll = interval, poll
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.report, daemon=True)
         self.started = time.monotonic()
@@ -268,18 +272,33 @@ class Progress:
 
     def __exit__(self, *exc_info):
         self.stop.set()
-        self.thread.join(timeout=1.0)
+        self.thread.join(timeout=self.poll + 1.0)
+
+    def shard_count(self) -> int:
+        try:
+            return len(FileSystems.match([FileSystems.join(self.out_dir, "*.tfrecord.gz")])[0].metadata_list)
+        except Exception:  # progress is best effort
+            return 0
 
     def report(self):
-        while not self.stop.wait(self.interval):
-            try:
-                shards = FileSystems.match([FileSystems.join(self.out_dir, "*.tfrecord.gz")])[0].metadata_list
-            except Exception:  # progress is best effort
-                shards = []
-            written = sum(item.size_in_bytes for item in shards)
-            state = (f"{len(shards)} shard files started (of up to {2 * self.num_shards}), "
-                     f"{written / 1e6:.1f} MB written" if shards else "reading inputs, computing statistics")
-            self.say(f"ufl preprocess: {time.monotonic() - self.started:.0f} s: {state}", flush=True)
+        from ufl.progress import progress
+
+        bar, shown, last_line = None, 0, time.monotonic()
+        while not self.stop.wait(self.poll):
+            shards = self.shard_count()
+            if shards and bar is None:
+                bar = progress(2 * self.num_shards, desc="ufl preprocess: shard files (train + eval)",
+                               unit="shard", enabled=self.stream is not None, stream=self.stream,
+                               interval=self.interval)
+            if bar is not None:
+                bar.update(shards - shown)
+                shown = shards
+            elif self.stream is not None and time.monotonic() - last_line >= self.interval:
+                last_line = time.monotonic()
+                print(f"ufl preprocess: {last_line - self.started:.0f} s: reading inputs, computing statistics",
+                      file=self.stream, flush=True)
+        if bar is not None:
+            bar.close()
 
 
 def check_rejections(summary: dict, config, temp_dir: str) -> None:

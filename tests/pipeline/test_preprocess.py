@@ -3,6 +3,7 @@
 Beam pipelines take seconds to start, so each DATA/ is made once per module and shared.
 """
 import dataclasses
+import io
 import json
 import os
 
@@ -250,13 +251,17 @@ def test_progress_reports_the_shards_being_written(tmp_path):
 
     from ufl.pipeline.preprocessing import Progress
 
-    lines = []
-    with Progress(str(tmp_path), 2, lambda line, **kwargs: lines.append(line), interval=0.05):
+    stream = io.StringIO()  # not a terminal: plain lines
+    with Progress(str(tmp_path), 2, stream, interval=0.05, poll=0.02):
         time.sleep(0.2)
-        (tmp_path / "train-00000-of-00002.tfrecord.gz").write_bytes(b"x" * 300_000)
+        (tmp_path / "train-00000-of-00002.tfrecord.gz").write_bytes(b"x")
         time.sleep(0.2)
+        (tmp_path / "eval-00000-of-00002.tfrecord.gz").write_bytes(b"x")
+        time.sleep(0.2)
+    lines = stream.getvalue().splitlines()
     assert "reading inputs, computing statistics" in lines[0]
-    assert lines[-1].endswith("1 shard files started (of up to 4), 0.3 MB written")
+    assert lines[-1].startswith("ufl preprocess: shard files (train + eval): 2/4 shard")
+    assert any(line.startswith("ufl preprocess: shard files (train + eval): 1/4 shard") for line in lines)
 
 
 @pytest.mark.slow
