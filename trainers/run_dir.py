@@ -21,7 +21,7 @@ from typing import Dict, NamedTuple, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
-from ufl.config.base import ConfigError
+from ufl.config.base import ConfigError, atomic_write_text
 from ufl.pipeline.tfrecord import load_stats
 
 CONFIG_FILE = "config.json"
@@ -119,20 +119,18 @@ def prepare_run_dir(run_dir: str, config: dict, data_dir: str, *, restart: bool,
                     tf.io.gfile.remove(path)
         for name in (CHECKPOINT_DIR, LOG_DIR, PLOT_DIR, DATA_COPY_DIR):
             tf.io.gfile.makedirs(os.path.join(run_dir, name))
-        write_json(config_path, config)
+        if previous != config or restart:  # a rerun with the same settings changes nothing
+            write_json(config_path, config)
         for name in ("metadata.json", "stats.npz"):
-            source = os.path.join(data_dir, name)
-            if tf.io.gfile.exists(source):
-                tf.io.gfile.copy(source, os.path.join(run_dir, DATA_COPY_DIR, name), overwrite=True)
+            source, copy = os.path.join(data_dir, name), os.path.join(run_dir, DATA_COPY_DIR, name)
+            if tf.io.gfile.exists(source) and (fresh or not tf.io.gfile.exists(copy)):
+                tf.io.gfile.copy(source, copy, overwrite=True)
     return fresh
 
 
 def write_json(path: str, value: dict) -> None:
-    """Writes JSON through a temporary sibling and a rename, so readers never see half a file."""
-    tmp = path + ".tmp"
-    with tf.io.gfile.GFile(tmp, "w") as handle:
-        handle.write(json.dumps(value, indent=2, sort_keys=True, default=_jsonable) + "\n")
-    tf.io.gfile.rename(tmp, path, overwrite=True)
+    """Writes indented JSON atomically (readers never see half a file)."""
+    atomic_write_text(path, json.dumps(value, indent=2, sort_keys=True, default=_jsonable) + "\n")
 
 
 def _jsonable(value):
@@ -163,7 +161,5 @@ def truncate_history(run_dir: str, step: int) -> None:
     records = read_history(run_dir)
     kept = [record for record in records if record.get("step", 0) <= step]
     if len(kept) != len(records):
-        path = os.path.join(run_dir, LOG_DIR, HISTORY_FILE)
-        with open(path + ".tmp", "w", encoding="utf-8") as handle:
-            handle.writelines(json.dumps(record) + "\n" for record in kept)
-        os.replace(path + ".tmp", path)
+        atomic_write_text(os.path.join(run_dir, LOG_DIR, HISTORY_FILE),
+                          "".join(json.dumps(record) + "\n" for record in kept))
