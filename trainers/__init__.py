@@ -23,8 +23,9 @@ Examples (each runs as written; a test executes them):
     >>> from ufl.trainers import sparse_encode
     >>> dictionary = np.eye(4, 16, dtype="float32")
     >>> patches = 3 * dictionary[:2]
-    >>> np.round(sparse_encode(patches, dictionary, sparsity_weight=0.1).numpy(), 2).tolist()
-    [[2.95, 0.0, 0.0, 0.0], [0.0, 2.95, 0.0, 0.0]]
+    >>> print(np.round(sparse_encode(patches, dictionary, sparsity_weight=0.1).numpy(), 2))
+    [[2.9 0.  0.  0. ]
+     [0.  2.9 0.  0. ]]
 
 ``DenseAutoencoder`` and ``StackedAutoencoder``: codes of 28x28 images.
 
@@ -35,11 +36,11 @@ Examples (each runs as written; a test executes them):
     >>> StackedAutoencoder((28, 28, 1), hidden_units=[64, 32]).encode(images).shape
     TensorShape([3, 32])
 
-``ConvAutoencoder`` and ``TiedConvAutoencoder``: feature maps, and reconstructions of the same shape.
+``ConvAutoencoder`` and ``TiedConvAutoencoder``: flattened feature maps (14x14x32), and reconstructions.
 
     >>> from ufl.trainers import ConvAutoencoder, TiedConvAutoencoder
     >>> ConvAutoencoder((28, 28, 1)).encode(images).shape
-    TensorShape([3, 14, 14, 32])
+    TensorShape([3, 6272])
     >>> TiedConvAutoencoder((28, 28, 1)).reconstruct(images).shape
     TensorShape([3, 784])
 

@@ -50,12 +50,12 @@ class Recorder:
 
     def __init__(self, run_dir: str, epochs: int, *, chief: bool):
         self.run_dir, self.epochs, self.chief = run_dir, epochs, chief
-        self._writer = (tf.summary.create_file_writer(os.path.join(run_dir, LOG_DIR)) if chief
-                        else tf.summary.create_noop_writer())
-        self._default = None
-        self._bar = None
+        self._writer = self._default = self._bar = None
 
     def __enter__(self) -> "Recorder":
+        # Made here, not in __init__: a finished run that is rerun gets no new event file.
+        self._writer = (tf.summary.create_file_writer(os.path.join(self.run_dir, LOG_DIR)) if self.chief
+                        else tf.summary.create_noop_writer())
         self._default = self._writer.as_default()
         self._default.__enter__()
         return self
