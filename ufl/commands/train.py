@@ -16,11 +16,13 @@ from ufl.config.train import (LOCATION_FIELDS, STRATEGIES, TrainConfig, apply_ov
 EXAMPLES = """examples:
   ufl train --list-presets
   ufl train sparse-coding --data data/ --out run/
-  ufl train sparse-coding --data data/ --out run/ --epochs 2 --set model.n_atoms=64 --set optimizer.learning_rate=0.1
+  ufl train sparse-coding --data data/ --out run/ --epochs 2 --set model.n_atoms=64 --set model.sparsity_weight=0.2
+  ufl train dense-ae --data digits/ --out run-ae/ --set optimizer.learning_rate=0.5
   ufl train dense-ae --data digits/ --out run-ae/ --batch-size 128 --restart
 
-Rerunning the same command resumes RUN/ from its newest checkpoint (also after a crash or kill -9);
---restart discards RUN/'s checkpoints, logs, plots and metrics and starts over. With TF_CONFIG set, every
+Rerunning the same command resumes RUN/ from its newest readable checkpoint (also after a crash or kill -9);
+a finished RUN/ rerun with the same settings changes nothing, and a larger --epochs trains on. --restart
+discards RUN/'s checkpoints, logs, plots and metrics and starts over. With TF_CONFIG set, every
 worker runs the same command (MultiWorkerMirroredStrategy); only the chief writes RUN/.
 """
 
@@ -35,8 +37,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--epochs", type=int, default=None, help="override the preset's epochs")
     parser.add_argument("--batch-size", type=int, default=None, help="override the preset's global batch size")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
-                        help="override any setting, e.g. model.n_atoms=64, optimizer.learning_rate=0.1, "
-                        "epochs=2, steps_per_execution=10 (values parsed as JSON when possible; repeatable)")
+                        help="override a setting the preset uses, e.g. model.n_atoms=64, epochs=2, "
+                        "steps_per_execution=10, jit_compile=false, optimizer.learning_rate=0.1 (for models "
+                        "with an outer optimizer); values parsed as JSON when possible; repeatable")
     parser.add_argument("--strategy", choices=STRATEGIES, default=None,
                         help="tf.distribute strategy (default auto: MultiWorker when TF_CONFIG is set, "
                         "Mirrored with several GPUs, else one device)")
