@@ -70,7 +70,7 @@ def train(config: TrainConfig, *, strategy: Optional[tf.distribute.Strategy] = N
     """
     try:
         run = start_run(config, strategy or tf.distribute.get_strategy())
-        if run.is_finished() and run.metrics_written():
+        if run.completed_before():
             return run.report_complete()
         try:
             with run.recorder:
@@ -123,8 +123,10 @@ class Run:
         return self.position.epoch >= self.config.epochs or (
             self.config.max_steps is not None and self.position.step >= self.config.max_steps)
 
-    def metrics_written(self) -> bool:
-        return os.path.exists(os.path.join(self.config.out, METRICS_FILE)) and self.start_step > 0
+    def completed_before(self) -> bool:
+        """Whether RUN/ already holds this training, finished and summarized (a rerun of the same command)."""
+        return self.start_step > 0 and self.is_finished() and os.path.exists(
+            os.path.join(self.config.out, METRICS_FILE))
 
     def report_complete(self) -> Dict[str, object]:
         """A finished run rerun with the same settings: say so, change nothing, return its metrics."""
@@ -158,7 +160,7 @@ def start_run(config: TrainConfig, strategy: tf.distribute.Strategy) -> Run:
     run = Run(config, strategy, chief, model, sample_shape, train_input, eval_input,
               DistributedSteps(model, strategy, jit_compile=config.jit_compile), checkpoint, recorder, position,
               skipped, start_step=position.step)
-    if chief and not (run.is_finished() and run.metrics_written()):
+    if chief and not run.completed_before():
         truncate_history(config.out, position.step)
         plots.preload_in_background()
     if position.step and not run.is_finished():
@@ -267,15 +269,11 @@ def resolve_jit_compile(setting, model: FeatureLearner, strategy: tf.distribute.
     return possible and (bool(tf.config.list_logical_devices("GPU")) or model.xla_on_cpu)
 
 
-def model_needs_labels(config: TrainConfig) -> bool:
-    return bool(getattr(model_class(config.model["kind"]), "requires_labels", False))
-
-
 def _check_batch_and_labels(config: TrainConfig, metadata: dict, replicas: int) -> None:
     if config.batch_size % replicas:
         raise ConfigError(f"batch_size {config.batch_size} is invalid; {replicas} replicas share it, so use "
                           f"a multiple of {replicas} (--batch-size)")
-    if model_needs_labels(config) and not metadata.get("has_labels", False):
+    if model_class(config.model["kind"]).requires_labels and not metadata.get("has_labels", False):
         raise ConfigError(f"preset {config.preset!r} trains with labels but {config.data} has none (source "
                           f"{metadata.get('source')!r}); preprocess a labelled source such as builtin:mnist")
 

@@ -30,8 +30,8 @@ class TrainConfig:
       epochs: passes over the training split (> 0).
       batch_size: global batch size, split evenly across replicas (> 0; divisible by the replicas).
       optimizer: outer optimizer spec, e.g. ``{"name": "adam", "learning_rate": 1e-3}``; the other keys
-        are the tf_keras optimizer's constructor arguments (ignored by models that learn without one,
-        such as online dictionary learning).
+        are the tf_keras optimizer's constructor arguments (unused by models that learn without one, such
+        as online dictionary learning, for which ``ufl train`` refuses ``--set optimizer.*``).
       strategy: ``auto`` (MultiWorker from TF_CONFIG, Mirrored with >1 GPU, else default) or a name.
       checkpoint_every: steps between checkpoints (> 0); a checkpoint is also written at the end.
       steps_per_execution: training steps run per call of the compiled step function (> 0); metrics
