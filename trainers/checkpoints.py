@@ -71,15 +71,7 @@ class RunCheckpoint:
         candidates = checkpoints_newest_first(self.directory)
         if not candidates:
             return Position()
-        for path in candidates:
-            problem = unreadable(path)
-            if problem is None:
-                break
-            say(f"checkpoint {path} cannot be read ({problem}); trying the one before it")
-        else:
-            raise DataError(f"no checkpoint in {self.directory} can be read (the newest, "
-                            f"{os.path.basename(candidates[0])}: {unreadable(candidates[0])}); use --restart to "
-                            "train from scratch")
+        path = newest_readable(self.directory, say)
         try:
             self._checkpoint.restore(path).assert_existing_objects_matched()
         except (AssertionError, ValueError, tf.errors.OpError) as error:
@@ -108,6 +100,19 @@ def checkpoints_newest_first(directory: str) -> List[str]:
     else:
         paths = [name[:-len(".index")] for name in tf.io.gfile.glob(os.path.join(directory, "ckpt-*.index"))]
     return sorted(paths, key=_checkpoint_number, reverse=True)
+
+
+def newest_readable(directory: str, say: Callable[[str], None] = lambda text: None) -> str:
+    """The newest checkpoint of ``directory`` whose every tensor reads; ``say`` hears of each one skipped.
+    Raises DataError naming ``--restart`` when none can be read (or there is none)."""
+    candidates = checkpoints_newest_first(directory)
+    for path in candidates:
+        problem = unreadable(path)
+        if problem is None:
+            return path
+        say(f"checkpoint {path} cannot be read ({problem}); trying the one before it")
+    newest = f" (the newest, {os.path.basename(candidates[0])}: {unreadable(candidates[0])})" if candidates else ""
+    raise DataError(f"no checkpoint in {directory} can be read{newest}; use --restart to train from scratch")
 
 
 def unreadable(path: str) -> Optional[str]:

@@ -74,7 +74,7 @@ def load_run_files(run_dir: str) -> Tuple[dict, dict, Dict[str, np.ndarray]]:
 
 
 def load_trained_model(run_dir: str, *, checkpoint: Optional[str] = None) -> TrainedModel:
-    """Rebuilds the model of RUN/ and restores its newest (or the given) checkpoint.
+    """Rebuilds the model of RUN/ and restores its newest readable (or the given) checkpoint.
 
     The model is built from ``config["model"]`` (its ``kind`` names a registered FeatureLearner) and called
     once on zeros of shape ``(1, patch_dim)`` so that its variables exist before the restore.
@@ -84,7 +84,10 @@ def load_trained_model(run_dir: str, *, checkpoint: Optional[str] = None) -> Tra
     config, metadata, stats = load_run_files(run_dir)
     model = build_model(config["model"], sample_shape_of(metadata))
     model(tf.zeros([1, model.patch_dim]), training=False)
-    path = checkpoint or tf.train.latest_checkpoint(os.path.join(run_dir, CHECKPOINT_DIR))
+    from ufl.trainers.checkpoints import checkpoints_newest_first, newest_readable
+
+    directory = os.path.join(run_dir, CHECKPOINT_DIR)
+    path = checkpoint or (newest_readable(directory) if checkpoints_newest_first(directory) else None)
     if not path:
         raise ConfigError(f"run {run_dir!r} is invalid; it has no checkpoint under "
                           f"{CHECKPOINT_DIR}/ (training has not saved one yet)")

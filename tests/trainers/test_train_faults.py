@@ -39,6 +39,7 @@ def test_unreadable_newest_checkpoint_resumes_from_the_previous_one(data_dir, tm
     train(config(data_dir, run, keep_checkpoints=2))  # 16 steps: ckpt-8 and ckpt-16 are kept
     assert sorted(p.name for p in (run / "checkpoints").glob("*.index")) == ["ckpt-16.index", "ckpt-8.index"]
     truncate(next((run / "checkpoints").glob("ckpt-16.data-*")))
+    assert load_trained_model(str(run)).checkpoint.endswith("ckpt-8")  # what export restores, too
     capsys.readouterr()
     metrics = train(config(data_dir, run, epochs=2, keep_checkpoints=2))
     output = capsys.readouterr().out
