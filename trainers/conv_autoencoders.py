@@ -18,7 +18,7 @@ RUN/plots beside the loop's ``filters.png``).
 from __future__ import annotations
 
 import os
-from typing import Callable, Dict, Optional, Sequence, Tuple
+from typing import Callable, Dict, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
