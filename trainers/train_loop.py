@@ -131,16 +131,16 @@ class Run:
     def report_complete(self) -> Dict[str, object]:
         """A finished run rerun with the same settings: say so, change nothing, return its metrics."""
         self.checkpoint.close()
-        self.recorder.say(f"{self.config.out} is complete: {self.position.step} steps, {self.position.epoch} "
-                          f"epochs; nothing to train (--epochs more than {self.position.epoch} trains on, "
-                          "--restart starts over)")
+        self.recorder.say(f"{self.config.out} is complete after epoch {self.position.epoch} (step "
+                          f"{self.position.step}); nothing to train (a larger --epochs trains on, --restart "
+                          "starts over)")
         return read_json(os.path.join(self.config.out, METRICS_FILE))
 
 
 def start_run(config: TrainConfig, strategy: tf.distribute.Strategy) -> Run:
     """Checks DATA/ and the config, builds the model and its inputs, then readies RUN/ and restores its newest
     readable checkpoint. Nothing is written before every check has passed."""
-    chief = is_chief(strategy)
+    started, chief = time.perf_counter(), is_chief(strategy)
     metadata = _load_metadata(config.data)
     sample_shape = sample_shape_of(metadata)
     _check_batch_and_labels(config, metadata, strategy.num_replicas_in_sync)
@@ -159,7 +159,7 @@ def start_run(config: TrainConfig, strategy: tf.distribute.Strategy) -> Run:
         position.next_epoch()
     run = Run(config, strategy, chief, model, sample_shape, train_input, eval_input,
               DistributedSteps(model, strategy, jit_compile=config.jit_compile), checkpoint, recorder, position,
-              skipped, start_step=position.step)
+              skipped, start_step=position.step, started=started)
     if chief and not run.completed_before():
         truncate_history(config.out, position.step)
         plots.preload_in_background()

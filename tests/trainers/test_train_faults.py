@@ -92,7 +92,8 @@ def test_finished_run_rerun_changes_nothing_and_more_epochs_continue(data_dir, t
              if path.is_file()}
     capsys.readouterr()
     assert main(argv) == 0
-    assert "is complete: 16 steps, 1 epochs; nothing to train" in capsys.readouterr().out
+    assert "is complete after epoch 1 (step 16); nothing to train (a larger --epochs trains on" in \
+        capsys.readouterr().out
     after = {path: (path.stat().st_mtime_ns, path.read_bytes()) for path in (tmp_path / "run").rglob("*")
              if path.is_file()}
     assert after == files
