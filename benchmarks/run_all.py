@@ -24,6 +24,7 @@ BENCHMARKS = (
     "dictionary_learning",
     "train_loop_overhead",
     "autoencoder_throughput",
+    "presets",
 )
 
 

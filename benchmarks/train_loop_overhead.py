@@ -40,7 +40,7 @@ def keras_fit(images: np.ndarray, preset, epochs: int, batch_size: int) -> dict:
     import tf_keras
 
     from ufl.trainers.registry import build_model
-    from ufl.trainers.train_loop import make_optimizer
+    from ufl.trainers.base import make_optimizer
 
     tf_keras.utils.set_random_seed(0)
     model = build_model(preset.model, (28, 28, 1))

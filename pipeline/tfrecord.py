@@ -61,7 +61,7 @@ def read_patches(data_dir: str, split: str = "train", *, batch_size: int = 256, 
                  seed: int = 0, repeat: bool = False, drop_remainder: bool = False,
                  with_labels: bool = False, with_positions: bool = False,
                  input_context: Optional[tf.distribute.InputContext] = None,
-                 shuffle_buffer: int = 10_000) -> tf.data.Dataset:
+                 shuffle_buffer: int = 10_000, record_limits: Optional[Dict[str, int]] = None) -> tf.data.Dataset:
     """A tf.data.Dataset of batches from a DATA/ split.
 
     Args:
@@ -76,6 +76,8 @@ def read_patches(data_dir: str, split: str = "train", *, batch_size: int = 256, 
       with_positions: also yield ``source`` (string ``(batch,)``) and ``position`` (int64 ``(batch, 2)``).
       input_context: shard the files across input pipelines (multi-worker training).
       shuffle_buffer: examples in the shuffle buffer.
+      record_limits: read at most this many records of the shards it names (path -> count), e.g. the
+        readable records before a corrupt one.
     Returns:
       Dataset of dicts: ``patch`` float32 ``(batch, P*P*C)`` plus the optional keys above.
 
@@ -101,13 +103,15 @@ def read_patches(data_dir: str, split: str = "train", *, batch_size: int = 256, 
         spec["source"] = tf.io.FixedLenFeature([], tf.string)
         spec["position"] = tf.io.FixedLenFeature([2], tf.int64)
 
-    dataset = tf.data.Dataset.from_tensor_slices(files)
+    limits = [int((record_limits or {}).get(path, -1)) for path in files]  # -1: the whole shard
+    dataset = tf.data.Dataset.from_tensor_slices((files, tf.constant(limits, tf.int64)))
     if input_context is not None and input_context.num_input_pipelines > 1:
         dataset = dataset.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
     if shuffle:
         dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.interleave(
-        lambda path: tf.data.TFRecordDataset(path, compression_type=COMPRESSION, buffer_size=1 << 20),
+        lambda path, limit: tf.data.TFRecordDataset(path, compression_type=COMPRESSION,
+                                                    buffer_size=1 << 20).take(limit),
         cycle_length=min(len(files), 8), num_parallel_calls=tf.data.AUTOTUNE, deterministic=not shuffle)
     if shuffle:
         dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)

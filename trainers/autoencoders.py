@@ -25,7 +25,8 @@ import tensorflow as tf
 import tf_keras
 
 from ufl.config.base import ConfigError, require, require_choice
-from ufl.trainers.base import FeatureLearner, replica_mean
+from ufl.trainers.base import FeatureLearner, make_optimizer  # noqa: F401  (make_optimizer: re-exported)
+from ufl.trainers.losses import reconstruction_loss
 from ufl.trainers.presets import Preset
 from ufl.trainers.registry import register_model
 
@@ -48,17 +49,6 @@ def _activate(logits: tf.Tensor, activation: str) -> tf.Tensor:
     return logits if activation == "linear" else getattr(tf.nn, activation)(logits)
 
 
-def make_optimizer(spec: Dict[str, Any]) -> tf_keras.optimizers.Optimizer:
-    """A tf_keras optimizer from ``{"name": "adam", "learning_rate": 1e-3, ...}``."""
-    spec = dict(spec)
-    name = spec.pop("name", None)
-    require(bool(name), "optimizer", spec, "give a name, e.g. {'name': 'adam', 'learning_rate': 0.001}")
-    try:
-        return tf_keras.optimizers.get({"class_name": name, "config": spec})
-    except (ValueError, TypeError) as error:
-        raise ConfigError(f"optimizer {dict(spec, name=name)!r} is invalid; {error}") from error
-
-
 def _build_dense(layer: tf_keras.layers.Dense, input_width: int) -> None:
     """Creates ``layer``'s variables for ``(batch, input_width)`` inputs, named after the layer."""
     with tf.name_scope(layer.name):
@@ -71,16 +61,6 @@ def _create_slots(optimizer, variables: List[tf.Variable]) -> None:
         optimizer._create_all_weights(variables)
     else:
         optimizer.build(variables)
-
-
-def _reconstruction_loss(target: tf.Tensor, logits: tf.Tensor, output: tf.Tensor, loss: str) -> tf.Tensor:
-    """Per-example reconstruction loss ``(batch,)``: mean over features of MSE or binary cross-entropy."""
-    if loss == "mse":
-        return tf.reduce_mean(tf.square(output - target), axis=-1)
-    if logits is not None:  # sigmoid output: the exact, stable cross-entropy from logits
-        return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=target, logits=logits), axis=-1)
-    output = tf.clip_by_value(output, _EPSILON, 1.0 - _EPSILON)
-    return -tf.reduce_mean(target * tf.math.log(output) + (1.0 - target) * tf.math.log(1.0 - output), axis=-1)
 
 
 def kl_sparsity(activations: tf.Tensor, target: float) -> tf.Tensor:
@@ -197,10 +177,10 @@ class DenseAutoencoder(FeatureLearner):
             return patches * tf.cast(keep, patches.dtype)
         return patches
 
-    def _objective(self, patches: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor, Dict[str, tf.Tensor]]:
-        """``(scaled loss for gradients, plain batch-mean loss, metrics)`` of one batch."""
+    def _objective(self, patches: tf.Tensor) -> Dict[str, tf.Tensor]:
+        """Metrics of one batch; ``loss`` is the objective (batch mean)."""
         hidden, logits, output = self._forward(self.corrupt(patches))
-        per_example = _reconstruction_loss(
+        per_example = reconstruction_loss(
             patches, logits if self.output_activation == "sigmoid" else None, output, self.loss_name)
         penalty = tf.zeros([], patches.dtype)
         if self.sparsity == "l1":
@@ -210,23 +190,20 @@ class DenseAutoencoder(FeatureLearner):
             penalty = self.sparsity_weight * tf.add_n([kl_sparsity(a, self.sparsity_target) for a, activation
                                                        in zip(hidden, self.hidden_activations)
                                                        if activation == "sigmoid"])
-        replicas = tf.cast(tf.distribute.get_strategy().num_replicas_in_sync, patches.dtype)
-        scaled = replica_mean(per_example) + penalty / replicas
         codes = hidden[len(self.encoder_layers) - 1]
         metrics = {"loss": tf.reduce_mean(per_example) + penalty,
                    "reconstruction_error": tf.reduce_mean(tf.square(output - patches)),
                    **code_statistics(codes)}
-        return scaled, metrics["loss"], metrics
+        return metrics
 
     def train_step(self, data):
         with tf.GradientTape() as tape:
-            scaled, _, metrics = self._objective(data["patch"])
-        variables = self.trainable_variables
-        self.optimizer.apply_gradients(zip(tape.gradient(scaled, variables), variables))
+            metrics = self._objective(data["patch"])
+        self.minimize(tape, metrics["loss"], self.trainable_variables)
         return metrics
 
     def test_step(self, data):
-        return self._objective(data["patch"])[2]
+        return self._objective(data["patch"])
 
     def encoder_model(self) -> tf_keras.Model:
         inputs = tf_keras.Input((self.patch_dim,), name="patches")
@@ -330,8 +307,8 @@ class StackedAutoencoder(FeatureLearner):
         return x
 
     def _phase_objective(self, data: Dict[str, tf.Tensor]
-                         ) -> Tuple[tf.Tensor, List[tf.Variable], Dict[str, tf.Tensor]]:
-        """``(scaled loss, variables to train, metrics)`` of the current phase on one batch."""
+                         ) -> Tuple[List[tf.Variable], Dict[str, tf.Tensor]]:
+        """``(variables to train, metrics)`` of the current phase on one batch; ``loss`` is its objective."""
         patches = data["patch"]
         if "label" not in data:
             raise ConfigError(f"{self.kind} needs labels (batch keys: {sorted(data)}); preprocess a labelled "
@@ -353,17 +330,17 @@ class StackedAutoencoder(FeatureLearner):
                 self.decoder_layers[layer].trainable_variables
         metrics = {"loss": tf.reduce_mean(per_example), "accuracy": accuracy,
                    "reconstruction_error": tf.reduce_mean(tf.square(self.reconstruct(patches) - patches))}
-        return replica_mean(per_example), variables, metrics
+        return variables, metrics
 
     def train_step(self, data):
         with tf.GradientTape() as tape:
-            scaled, variables, metrics = self._phase_objective(data)
+            variables, metrics = self._phase_objective(data)
         optimizer = self.optimizer if self.phase == self.finetune_phase else self.layer_optimizers[self.phase]
-        optimizer.apply_gradients(zip(tape.gradient(scaled, variables), variables))
+        self.minimize(tape, metrics["loss"], variables, optimizer)
         return metrics
 
     def test_step(self, data):
-        return self._phase_objective(data)[2]
+        return self._phase_objective(data)[1]
 
     def encoder_model(self) -> tf_keras.Model:
         inputs = tf_keras.Input((self.patch_dim,), name="patches")

@@ -10,21 +10,26 @@ patch_dim = P*P*C in row-major (H, W, C) order, plus ``label`` int64 ``(batch,)`
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
 import tf_keras
 
+from ufl.config.base import ConfigError, require
 
-def replica_mean(per_example: tf.Tensor) -> tf.Tensor:
-    """Mean over the local batch, scaled so that gradients summed over replicas equal the global mean.
 
-    Under tf.distribute the optimizer sums gradients across replicas; with equal per-replica batches
-    (the loop drops remainders), mean / num_replicas_in_sync is the global-batch mean.
-    """
-    replicas = tf.distribute.get_strategy().num_replicas_in_sync
-    return tf.reduce_mean(per_example) / tf.cast(replicas, per_example.dtype)
+def make_optimizer(spec: Dict[str, Any]) -> tf_keras.optimizers.Optimizer:
+    """A tf_keras optimizer from ``{"name": "adam", "learning_rate": 1e-3, ...}`` (the other keys are the
+    optimizer's constructor arguments); raises ConfigError naming the spec."""
+    options = dict(spec)
+    name = options.pop("name", None)
+    require(bool(name), "optimizer", dict(spec), "give a name, e.g. {'name': 'adam', 'learning_rate': 0.001}")
+    try:
+        return tf_keras.optimizers.get({"class_name": str(name).lower(), "config": options})
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"optimizer {dict(spec)!r} is invalid ({error}); use the constructor arguments of "
+                          f"tf_keras.optimizers for {name!r}") from None
 
 
 @tf_keras.utils.register_keras_serializable(package="ufl")
@@ -41,6 +46,9 @@ class FeatureLearner(tf_keras.Model):
         as online dictionary learning and the Földiák network).
       supports_jit: ``train_step``/``test_step`` compile with XLA (the loop honours ``jit_compile`` only
         when this is True).
+      xla_on_cpu: what ``jit_compile: auto`` chooses on a CPU: True where XLA's compiled step is faster
+        than TensorFlow's oneDNN kernels (dense models), False where it is slower (convolutions; see
+        benchmarks/presets.py). On a GPU ``auto`` compiles every model that supports it.
       extra_arguments: constructor arguments taken through ``**kwargs`` (e.g. forwarded to an inner
         layer); ``ufl train --set model.<argument>`` accepts these besides the named parameters.
     """
@@ -49,6 +57,7 @@ class FeatureLearner(tf_keras.Model):
     supports_reconstruction: bool = True
     uses_optimizer: bool = True
     supports_jit: bool = True
+    xla_on_cpu: bool = True
     extra_arguments: Tuple[str, ...] = ()
 
     def __init__(self, sample_shape: Sequence[int], **kwargs):
@@ -75,13 +84,32 @@ class FeatureLearner(tf_keras.Model):
         model's variables (what export serves and ``load_encoder`` reuses)."""
         raise NotImplementedError(f"{type(self).__name__} does not expose an encoder model")
 
+    @classmethod
+    def trains_with_optimizer(cls, model_spec: Dict[str, Any]) -> bool:
+        """Whether a model built from ``model_spec`` uses the loop's outer optimizer (``uses_optimizer``),
+        known before the model is built (``ufl train`` refuses ``--set optimizer.*`` when it is False)."""
+        return bool(cls.uses_optimizer)
+
     def train_step(self, data: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
         """One update on a per-replica batch; returns per-replica scalar metrics (the loop averages them).
 
         The returned dict must contain ``loss`` (the objective being minimized, a plain batch mean, not
-        scaled by the number of replicas).
+        scaled by the number of replicas). Gradient steps go through ``minimize``.
         """
         raise NotImplementedError
+
+    def minimize(self, tape: tf.GradientTape, loss: tf.Tensor, variables: Sequence[tf.Variable],
+                 optimizer: Optional[tf_keras.optimizers.Optimizer] = None) -> None:
+        """One step of ``optimizer`` (default: the loop's) on ``loss``, this replica's plain batch mean.
+
+        Under tf.distribute the optimizer sums gradients across replicas; with equal per-replica batches
+        (the loop drops remainders) the gradient of loss / num_replicas_in_sync summed over the replicas is
+        the gradient of the global-batch mean. This is the one place where that scaling happens.
+        """
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        scale = tf.constant(1.0 / replicas, loss.dtype)
+        gradients = tape.gradient(loss, variables, output_gradients=scale)
+        (optimizer or self.optimizer).apply_gradients(zip(gradients, variables))
 
     def test_step(self, data: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
         """Held-out metrics of one batch (no update); same keys as ``train_step`` where they apply."""

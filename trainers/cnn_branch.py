@@ -21,7 +21,7 @@ import tensorflow as tf
 import tf_keras
 
 from ufl.config.base import ConfigError, require
-from ufl.trainers.base import FeatureLearner, replica_mean
+from ufl.trainers.base import FeatureLearner
 from ufl.trainers.presets import Preset
 from ufl.trainers.registry import register_model
 
@@ -45,6 +45,7 @@ class MnistCNN(FeatureLearner):
     """
 
     requires_labels = True
+    xla_on_cpu = False  # XLA's CPU convolutions are slower than oneDNN's (benchmarks/presets.py)
     supports_reconstruction = False
 
     def __init__(self, sample_shape, branch: bool = True, num_classes: int = 10, branch_filters: int = 32,
@@ -105,18 +106,16 @@ class MnistCNN(FeatureLearner):
         logits = self.logits(data["patch"], training=training)
         per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
         correct = tf.cast(tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), labels), logits.dtype)
-        return per_example, {"loss": tf.reduce_mean(per_example), "accuracy": tf.reduce_mean(correct)}
+        return {"loss": tf.reduce_mean(per_example), "accuracy": tf.reduce_mean(correct)}
 
     def train_step(self, data):
         with tf.GradientTape() as tape:
-            per_example, metrics = self._objective(data, training=True)
-            scaled = replica_mean(per_example)
-        variables = self.trainable_variables
-        self.optimizer.apply_gradients(zip(tape.gradient(scaled, variables), variables))
+            metrics = self._objective(data, training=True)
+        self.minimize(tape, metrics["loss"], self.trainable_variables)
         return metrics
 
     def test_step(self, data):
-        return self._objective(data, training=False)[1]
+        return self._objective(data, training=False)
 
     def encoder_model(self) -> tf_keras.Model:
         inputs = tf_keras.Input((self.patch_dim,), name="patches")

@@ -18,31 +18,20 @@ RUN/plots beside the loop's ``filters.png``).
 from __future__ import annotations
 
 import os
-from typing import Callable, Dict, Optional, Sequence, Tuple
+from typing import Callable, Dict, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
 import tf_keras
 
 from ufl.config.base import ConfigError, require, require_choice
-from ufl.trainers.base import FeatureLearner, replica_mean
+from ufl.trainers.base import FeatureLearner
+from ufl.trainers.losses import reconstruction_loss
 from ufl.trainers.presets import Preset
 from ufl.trainers.registry import register_model
 
 LOSSES = ("binary_crossentropy", "mse")
 OUTPUT_ACTIVATIONS = ("sigmoid", "linear")
-
-
-def reconstruction_loss(target: tf.Tensor, logits: tf.Tensor, loss: str, output_activation: str) -> tf.Tensor:
-    """Per-example loss ``(batch,)`` of ``(batch, ...)`` targets and output logits, mean over features."""
-    axes = list(range(1, len(target.shape)))
-    if loss == "binary_crossentropy":
-        if output_activation == "sigmoid":
-            return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=target, logits=logits), axis=axes)
-        output = tf.clip_by_value(logits, 1e-7, 1.0 - 1e-7)
-        return -tf.reduce_mean(target * tf.math.log(output) + (1 - target) * tf.math.log(1 - output), axis=axes)
-    output = tf.sigmoid(logits) if output_activation == "sigmoid" else logits
-    return tf.reduce_mean(tf.square(output - target), axis=axes)
 
 
 def upsample(images: tf.Tensor, factor: int = 2) -> tf.Tensor:
@@ -61,6 +50,8 @@ def kernel_images(kernel: tf.Variable) -> np.ndarray:
 
 class _ConvAutoencoderBase(FeatureLearner):
     """Shared training/evaluation steps; subclasses define ``_forward(images, training) -> (codes, logits)``."""
+
+    xla_on_cpu = False  # XLA's CPU convolutions are slower than oneDNN's (benchmarks/presets.py)
 
     def __init__(self, sample_shape, loss: str, output_activation: str, **kwargs):
         super().__init__(sample_shape, **kwargs)
@@ -86,25 +77,24 @@ class _ConvAutoencoderBase(FeatureLearner):
         logits = self._forward(self._images(patches), training=False)[1]
         return tf.reshape(self._output(logits), (-1, self.patch_dim))
 
-    def _objective(self, patches: tf.Tensor, training: bool) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
+    def _objective(self, patches: tf.Tensor, training: bool) -> Dict[str, tf.Tensor]:
         images = self._images(patches)
         codes, logits = self._forward(images, training=training)
-        per_example = reconstruction_loss(images, logits, self.loss_name, self.output_activation)
+        sigmoid_logits = logits if self.output_activation == "sigmoid" else None
+        per_example = reconstruction_loss(images, sigmoid_logits, self._output(logits), self.loss_name)
         nonzero = tf.cast(tf.not_equal(codes, 0.0), codes.dtype)
-        return per_example, {"loss": tf.reduce_mean(per_example),
+        return {"loss": tf.reduce_mean(per_example),
                              "reconstruction_error": tf.reduce_mean(tf.square(self._output(logits) - images)),
                              "sparsity": tf.reduce_mean(nonzero)}
 
     def train_step(self, data):
         with tf.GradientTape() as tape:
-            per_example, metrics = self._objective(data["patch"], training=True)
-            scaled = replica_mean(per_example)
-        variables = self.trainable_variables
-        self.optimizer.apply_gradients(zip(tape.gradient(scaled, variables), variables))
+            metrics = self._objective(data["patch"], training=True)
+        self.minimize(tape, metrics["loss"], self.trainable_variables)
         return metrics
 
     def test_step(self, data):
-        return self._objective(data["patch"], training=False)[1]
+        return self._objective(data["patch"], training=False)
 
     def encoder_model(self) -> tf_keras.Model:
         inputs = tf_keras.Input((self.patch_dim,), name="patches")

@@ -16,10 +16,9 @@ outputs are rounded to 0/1 as in the paper. Then, with batch averages ⟨·⟩ a
 
 so the units become sparse (rate p), decorrelated (⟨y_i y_j⟩ → p²) and hence distinct.
 
-``FAILED_ATTEMPT`` holds the options of the known failed attempt: outputs from one feed-forward pass
-(``settle=False``) through fixed positive random lateral weights, only the feed-forward weights learning.
-Kept so tests can show the contrast: every unit fires for every input (no sparsity) and all units learn
-the same weights.
+``settle=False`` with ``lateral_init="positive_random"`` and zero lateral and threshold rates is the known
+failed variant (one feed-forward pass through fixed positive lateral weights): every unit fires for every
+input and all units learn the same weights; tests/trainers/test_foldiak.py shows the contrast.
 """
 from __future__ import annotations
 
@@ -35,10 +34,6 @@ from ufl.trainers.presets import Preset
 from ufl.trainers.registry import register_model
 
 LATERAL_INITS = ("zero", "positive_random")
-
-#: Model options of the known failed attempt (see the module docstring).
-FAILED_ATTEMPT = {"settle": False, "lateral_init": "positive_random", "constrain_lateral": False,
-                  "lateral_rate": 0.0, "threshold_rate": 0.0}
 
 
 def settle_outputs(drive: tf.Tensor, lateral: tf.Tensor, *, steepness: float, settle_rate: float,
@@ -100,6 +95,16 @@ class FoldiakNetwork(FeatureLearner):
       lateral_init: ``zero`` (default) or ``positive_random`` (uniform in [0, 1/n_units], the failed attempt).
       constrain_lateral: keep C ≤ 0 with zero diagonal (default True).
       seed: seed of the initial feed-forward weights.
+
+    Example:
+      >>> import numpy as np
+      >>> from ufl.trainers import FoldiakNetwork
+      >>> network = FoldiakNetwork((8, 8, 1), n_units=16)
+      >>> codes = network.encode(np.random.default_rng(0).normal(size=(4, 64)).astype("float32"))
+      >>> codes.shape
+      TensorShape([4, 16])
+      >>> set(np.unique(codes.numpy())) <= {0.0, 1.0}  # binary outputs, as in the paper
+      True
     """
 
     uses_optimizer = False

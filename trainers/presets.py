@@ -18,7 +18,6 @@ PRESET_MODULES = (
     "ufl.trainers.conv_autoencoders",
     "ufl.trainers.foldiak",
     "ufl.trainers.cnn_branch",
-    "ufl.trainers.probe_presets",
 )
 
 

@@ -21,7 +21,7 @@ from typing import Dict, NamedTuple, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
-from ufl.config.base import ConfigError
+from ufl.config.base import ConfigError, atomic_write_text
 from ufl.pipeline.tfrecord import load_stats
 
 CONFIG_FILE = "config.json"
@@ -74,7 +74,7 @@ def load_run_files(run_dir: str) -> Tuple[dict, dict, Dict[str, np.ndarray]]:
 
 
 def load_trained_model(run_dir: str, *, checkpoint: Optional[str] = None) -> TrainedModel:
-    """Rebuilds the model of RUN/ and restores its newest (or the given) checkpoint.
+    """Rebuilds the model of RUN/ and restores its newest readable (or the given) checkpoint.
 
     The model is built from ``config["model"]`` (its ``kind`` names a registered FeatureLearner) and called
     once on zeros of shape ``(1, patch_dim)`` so that its variables exist before the restore.
@@ -84,7 +84,10 @@ def load_trained_model(run_dir: str, *, checkpoint: Optional[str] = None) -> Tra
     config, metadata, stats = load_run_files(run_dir)
     model = build_model(config["model"], sample_shape_of(metadata))
     model(tf.zeros([1, model.patch_dim]), training=False)
-    path = checkpoint or tf.train.latest_checkpoint(os.path.join(run_dir, CHECKPOINT_DIR))
+    from ufl.trainers.checkpoints import checkpoints_newest_first, newest_readable
+
+    directory = os.path.join(run_dir, CHECKPOINT_DIR)
+    path = checkpoint or (newest_readable(directory) if checkpoints_newest_first(directory) else None)
     if not path:
         raise ConfigError(f"run {run_dir!r} is invalid; it has no checkpoint under "
                           f"{CHECKPOINT_DIR}/ (training has not saved one yet)")
@@ -119,20 +122,18 @@ def prepare_run_dir(run_dir: str, config: dict, data_dir: str, *, restart: bool,
                     tf.io.gfile.remove(path)
         for name in (CHECKPOINT_DIR, LOG_DIR, PLOT_DIR, DATA_COPY_DIR):
             tf.io.gfile.makedirs(os.path.join(run_dir, name))
-        write_json(config_path, config)
+        if previous != config or restart:  # a rerun with the same settings changes nothing
+            write_json(config_path, config)
         for name in ("metadata.json", "stats.npz"):
-            source = os.path.join(data_dir, name)
-            if tf.io.gfile.exists(source):
-                tf.io.gfile.copy(source, os.path.join(run_dir, DATA_COPY_DIR, name), overwrite=True)
+            source, copy = os.path.join(data_dir, name), os.path.join(run_dir, DATA_COPY_DIR, name)
+            if tf.io.gfile.exists(source) and (fresh or not tf.io.gfile.exists(copy)):
+                tf.io.gfile.copy(source, copy, overwrite=True)
     return fresh
 
 
 def write_json(path: str, value: dict) -> None:
-    """Writes JSON through a temporary sibling and a rename, so readers never see half a file."""
-    tmp = path + ".tmp"
-    with tf.io.gfile.GFile(tmp, "w") as handle:
-        handle.write(json.dumps(value, indent=2, sort_keys=True, default=_jsonable) + "\n")
-    tf.io.gfile.rename(tmp, path, overwrite=True)
+    """Writes indented JSON atomically (readers never see half a file)."""
+    atomic_write_text(path, json.dumps(value, indent=2, sort_keys=True, default=_jsonable) + "\n")
 
 
 def _jsonable(value):
@@ -163,7 +164,5 @@ def truncate_history(run_dir: str, step: int) -> None:
     records = read_history(run_dir)
     kept = [record for record in records if record.get("step", 0) <= step]
     if len(kept) != len(records):
-        path = os.path.join(run_dir, LOG_DIR, HISTORY_FILE)
-        with open(path + ".tmp", "w", encoding="utf-8") as handle:
-            handle.writelines(json.dumps(record) + "\n" for record in kept)
-        os.replace(path + ".tmp", path)
+        atomic_write_text(os.path.join(run_dir, LOG_DIR, HISTORY_FILE),
+                          "".join(json.dumps(record) + "\n" for record in kept))

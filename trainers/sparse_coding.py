@@ -15,7 +15,7 @@ import tf_keras
 
 from ufl.config.base import ConfigError
 from ufl.trainers import dictionary_learning
-from ufl.trainers.base import FeatureLearner, replica_mean
+from ufl.trainers.base import FeatureLearner
 from ufl.trainers.presets import Preset
 from ufl.trainers.registry import register_model
 from ufl.trainers.sparse_inference import METHODS, SMOOTH_ABS_EPSILON, lasso_objective, sparse_encode
@@ -184,6 +184,10 @@ class SparseCodingModel(FeatureLearner):
     #: Model-config keys taken through ``**layer_arguments`` (for ``--set model.<key>=...`` validation).
     extra_arguments = _LAYER_ARGUMENTS
 
+    @classmethod
+    def trains_with_optimizer(cls, model_spec) -> bool:
+        return model_spec.get("dictionary_update", "online") == "gradient"
+
     def __init__(self, sample_shape, n_atoms: int = 256, *, dictionary_update: str = "online",
                  dictionary_init: str = "data", bcd_passes: int = 1, forgetting_rate: float = 20.0,
                  name: str = "sparse_coding", **layer_arguments):
@@ -305,13 +309,11 @@ class SparseCodingModel(FeatureLearner):
             with tf.GradientTape() as tape:
                 codes = self.coder.encode(patches)
                 per_example = self.coder.objective(patches, codes)
-                replicas = tf.distribute.get_strategy().num_replicas_in_sync
-                loss = replica_mean(per_example)
+                loss = tf.reduce_mean(per_example)
                 if self.coder.losses:
-                    loss += tf.add_n(self.coder.losses) / replicas
-            gradients = tape.gradient(loss, [self.dictionary])
+                    loss += tf.add_n(self.coder.losses)
             metrics = self._batch_metrics(patches, codes, per_example, self.dictionary)
-            self.optimizer.apply_gradients(zip(gradients, [self.dictionary]))
+            self.minimize(tape, loss, [self.dictionary])
             if self.coder.unit_norm_atoms:
                 self.coder.project_atoms()
         self.update_count.assign_add(1)

@@ -11,11 +11,15 @@ from ufl.config import ConfigError
 from ufl.pipeline.normalize import apply_normalization, fit_statistics
 from ufl.pipeline.sources import load_images
 from ufl.pipeline.tfrecord import write_data_dir
-from ufl.trainers.foldiak import FAILED_ATTEMPT as FAILED_ATTEMPT_OPTIONS
 from ufl.trainers.foldiak import FoldiakNetwork, settle_outputs
 from ufl.trainers.run_dir import load_trained_model
 
 STEPS = ("contrast", "zca")
+#: Model options of the known failed variant: outputs from one feed-forward pass (``settle=False``) through
+#: fixed positive random lateral weights, only the feed-forward weights learning. Every unit fires for
+#: every input (no sparsity) and all units learn the same weights.
+FAILED_ATTEMPT_OPTIONS = {"settle": False, "lateral_init": "positive_random", "constrain_lateral": False,
+                          "lateral_rate": 0.0, "threshold_rate": 0.0}
 FAILED_ATTEMPT = [arg for key, value in FAILED_ATTEMPT_OPTIONS.items()
                   for arg in ("--set", f"model.{key}={json.dumps(value).strip(chr(34))}")]
 

@@ -20,15 +20,15 @@ import sys
 import numpy as np
 sys.path.insert(0, {tests_dir!r})
 import test_train_models
-from ufl.trainers import train_loop
+from ufl.trainers import recorder
 from ufl.cli import main
 
 captured = {{}}
-log_filters = train_loop._log_filters
+log_filters = recorder.log_filters
 def remember_model(model, step):
     captured["model"] = model
     return log_filters(model, step)
-train_loop._log_filters = remember_model
+recorder.log_filters = remember_model
 code = main(sys.argv[2:])
 np.save(sys.argv[1], np.concatenate([w.ravel() for w in captured["model"].get_weights()]))
 sys.exit(code)

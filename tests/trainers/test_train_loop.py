@@ -9,9 +9,12 @@ import test_train_models as models
 from ufl.config.base import ConfigError
 from ufl.config.train import TrainConfig
 from ufl.trainers.run_dir import load_trained_model, read_history
-from ufl.trainers import strategy as strategy_module
+from ufl.errors import TrainingDiverged
+from ufl.trainers import distributed_input
+from ufl.trainers.distributed_input import DistributedInput
+from ufl.trainers.step_executor import DistributedSteps
 from ufl.trainers.strategy import choose_strategy
-from ufl.trainers.train_loop import TrainingDiverged, train
+from ufl.trainers.train_loop import train
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +66,7 @@ def test_closed_form_update_sees_every_example_once_per_epoch_on_two_replicas(da
 @pytest.mark.parametrize("in_memory", [True, False], ids=["in-memory", "streaming"])
 def test_stopped_and_resumed_run_equals_uninterrupted_run(in_memory, data_dir, tmp_path, monkeypatch):
     if not in_memory:
-        monkeypatch.setattr(strategy_module, "IN_MEMORY_BYTES", 0)
+        monkeypatch.setattr(distributed_input, "IN_MEMORY_BYTES", 0)
     assert train(config(data_dir, tmp_path / "whole"))["execution"] == ("fused" if in_memory else "iterator")
     first = train(config(data_dir, tmp_path / "parts", max_steps=20))  # stops after batch 4 of epoch 2
     assert first["steps"] == 20
@@ -82,9 +85,9 @@ def test_in_memory_eval_gives_the_metrics_of_the_iterator_eval(data_dir, tmp_pat
     assert metrics["execution"] == "fused" and "loss" in metrics["eval"]
     model = load_trained_model(str(tmp_path / "run")).model
     strategy = tf.distribute.get_strategy()
-    eval_input = strategy_module.DistributedInput(strategy, data_dir, "eval", global_batch_size=24, count=64,
-                                                  patch_dim=model.patch_dim, shuffle=False)
-    streamed = strategy_module.DistributedSteps(model, strategy, jit_compile=False).run_eval(eval_input, 0)
+    eval_input = DistributedInput(strategy, data_dir, "eval", global_batch_size=24, count=64,
+                                  patch_dim=model.patch_dim, shuffle=False)
+    streamed = DistributedSteps(model, strategy, jit_compile=False).run_eval(eval_input, 0)
     assert metrics["eval"].keys() == streamed.keys()
     for key, value in streamed.items():
         assert metrics["eval"][key] == pytest.approx(value, rel=1e-5, abs=1e-7)

@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from ufl.trainers.base import FeatureLearner, replica_mean
+from ufl.trainers.base import FeatureLearner
 from ufl.trainers.presets import Preset, register_preset
 from ufl.trainers.registry import register_model
 
@@ -56,10 +56,8 @@ class LinearAutoencoder(FeatureLearner):
         if self.step_seconds:  # slows training down so that a subprocess test can kill it mid-run
             tf.py_function(lambda: time.sleep(self.step_seconds), [], [])
         with tf.GradientTape() as tape:
-            per_example, metrics = self._objective(data["patch"])
-            scaled = replica_mean(per_example)
-        variables = self.trainable_variables
-        self.optimizer.apply_gradients(zip(tape.gradient(scaled, variables), variables))
+            _, metrics = self._objective(data["patch"])
+        self.minimize(tape, metrics["loss"], self.trainable_variables)
         return metrics
 
     def test_step(self, data):

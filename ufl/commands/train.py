@@ -16,11 +16,13 @@ from ufl.config.train import (LOCATION_FIELDS, STRATEGIES, TrainConfig, apply_ov
 EXAMPLES = """examples:
   ufl train --list-presets
   ufl train sparse-coding --data data/ --out run/
-  ufl train sparse-coding --data data/ --out run/ --epochs 2 --set model.n_atoms=64 --set optimizer.learning_rate=0.1
+  ufl train sparse-coding --data data/ --out run/ --epochs 2 --set model.n_atoms=64 --set model.sparsity_weight=0.2
+  ufl train dense-ae --data digits/ --out run-ae/ --set optimizer.learning_rate=0.5
   ufl train dense-ae --data digits/ --out run-ae/ --batch-size 128 --restart
 
-Rerunning the same command resumes RUN/ from its newest checkpoint (also after a crash or kill -9);
---restart discards RUN/'s checkpoints, logs, plots and metrics and starts over. With TF_CONFIG set, every
+Rerunning the same command resumes RUN/ from its newest readable checkpoint (also after a crash or kill -9);
+a finished RUN/ rerun with the same settings changes nothing, and a larger --epochs trains on. --restart
+discards RUN/'s checkpoints, logs, plots and metrics and starts over. With TF_CONFIG set, every
 worker runs the same command (MultiWorkerMirroredStrategy); only the chief writes RUN/.
 """
 
@@ -35,12 +37,16 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--epochs", type=int, default=None, help="override the preset's epochs")
     parser.add_argument("--batch-size", type=int, default=None, help="override the preset's global batch size")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
-                        help="override any setting, e.g. model.n_atoms=64, optimizer.learning_rate=0.1, "
-                        "epochs=2, steps_per_execution=10 (values parsed as JSON when possible; repeatable)")
+                        help="override a setting the preset uses, e.g. model.n_atoms=64, epochs=2, "
+                        "steps_per_execution=10, jit_compile=false, optimizer.learning_rate=0.1 (for models "
+                        "with an outer optimizer); values parsed as JSON when possible; repeatable")
     parser.add_argument("--strategy", choices=STRATEGIES, default=None,
                         help="tf.distribute strategy (default auto: MultiWorker when TF_CONFIG is set, "
                         "Mirrored with several GPUs, else one device)")
     parser.add_argument("--restart", action="store_true", help="discard RUN/'s previous training and start over")
+    parser.add_argument("--skip-corrupt-records", action="store_true",
+                        help="train on the readable records of a truncated or corrupt DATA/ shard (counted and "
+                        "reported at the end) instead of stopping with an error")
     parser.add_argument("--list-presets", action="store_true", help="list the presets and exit")
     parser.set_defaults(run=run)
 
@@ -66,10 +72,14 @@ def optimizer_arguments(name: str) -> list:
 
 
 def build_train_config(preset_name: str, *, data: str, out: str, overrides: Optional[Mapping[str, Any]] = None,
-                       restart: bool = False, strategy: Optional[str] = None) -> TrainConfig:
-    """The TrainConfig of ``preset_name`` with ``overrides`` (``{"model.n_atoms": 64, "epochs": 2}``)."""
+                       restart: bool = False, strategy: Optional[str] = None,
+                       skip_corrupt_records: bool = False) -> TrainConfig:
+    """The TrainConfig of ``preset_name`` with ``overrides`` (``{"model.n_atoms": 64, "epochs": 2}``).
+
+    Refuses keys the preset's model does not use (``optimizer.*`` for a model without an outer optimizer).
+    """
     from ufl.trainers.presets import get_preset
-    from ufl.trainers.registry import model_arguments
+    from ufl.trainers.registry import model_arguments, model_class
 
     preset = get_preset(preset_name)
     overrides = dict(overrides or {})
@@ -83,11 +93,15 @@ def build_train_config(preset_name: str, *, data: str, out: str, overrides: Opti
     kind = overrides.get("model.kind", settings["model"].get("kind"))
     optimizer_name = overrides.get("optimizer.name", dict(settings["optimizer"]).get("name", "adam"))
     model_keys = set(model_arguments(kind)) | (set(preset.model) if kind == preset.model.get("kind") else set())
+    model_spec = {**settings["model"], **{key.partition(".")[2]: value for key, value in overrides.items()
+                                          if key.startswith("model.")}}
+    uses_optimizer = model_class(kind).trains_with_optimizer(model_spec)
     settings = apply_overrides(settings, overrides, model_keys=model_keys,
-                               optimizer_keys=optimizer_arguments(optimizer_name))
+                               optimizer_keys=optimizer_arguments(optimizer_name) if uses_optimizer else [])
     if strategy is not None:
         settings["strategy"] = strategy
     settings["restart"] = bool(restart or settings.get("restart", False))
+    settings["skip_corrupt_records"] = bool(skip_corrupt_records or settings.get("skip_corrupt_records", False))
     if not data or not out:
         raise ConfigError(f"data {data!r} / out {out!r} is invalid; give both --data DATA and --out RUN")
     return TrainConfig(preset=preset.name, data=data, out=out, **settings)
@@ -158,7 +172,8 @@ def run(args) -> int:
     if args.batch_size is not None:
         overrides["batch_size"] = args.batch_size
     config = build_train_config(args.preset, data=args.data, out=args.out, overrides=overrides,
-                                restart=args.restart, strategy=args.strategy)
+                                restart=args.restart, strategy=args.strategy,
+                                skip_corrupt_records=args.skip_corrupt_records)
     from ufl.trainers.strategy import choose_strategy
 
     strategy = choose_strategy(config.strategy)
@@ -166,6 +181,7 @@ def run(args) -> int:
 
     metrics = train(config, strategy=strategy)
     figures = {key: metrics.get(key) for key in ("train_objective", "eval_objective", "mean_nonzeros",
-                                                   "examples_per_second", "steps", "wall_seconds")}
+                                                   "examples_per_second", "steps", "wall_seconds",
+                                                   "skipped_corrupt_records")}
     print("ufl train: done " + json.dumps({k: v for k, v in figures.items() if v is not None}))
     return 0

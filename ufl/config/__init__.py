@@ -1,5 +1,5 @@
 """One frozen config dataclass per stage, validated once, saved as JSON next to the stage's output."""
-from ufl.config.base import ConfigError, load_config_json, save_config_json
+from ufl.config.base import ConfigError
 from ufl.config.preprocess import PreprocessConfig
 from ufl.config.train import TrainConfig
 from ufl.config.export import ExportConfig
@@ -9,6 +9,4 @@ __all__ = [
     "ExportConfig",
     "PreprocessConfig",
     "TrainConfig",
-    "load_config_json",
-    "save_config_json",
 ]

@@ -1,4 +1,4 @@
-"""Helpers shared by the stage configs: validation errors and JSON round trips."""
+"""Helpers shared by the stage configs: validation errors, JSON conversion and atomic text writes."""
 from __future__ import annotations
 
 import dataclasses
@@ -6,7 +6,6 @@ import json
 import os
 import tempfile
 from typing import Any, Iterable
-
 
 from ufl.errors import ConfigError  # noqa: F401  (re-exported: configs raise it)
 
@@ -41,12 +40,3 @@ def atomic_write_text(path: str, text: str) -> None:
             os.unlink(tmp)
         raise
 
-
-def save_config_json(config: Any, path: str) -> None:
-    """Saves a config dataclass as indented JSON (atomically)."""
-    atomic_write_text(path, json.dumps(to_jsonable(config), indent=2, sort_keys=True) + "\n")
-
-
-def load_config_json(path: str) -> dict:
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any, Dict, Iterable, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterable, Mapping, Optional, Tuple, Union
 
 from ufl.config.base import ConfigError, require, require_choice
 
@@ -30,15 +30,22 @@ class TrainConfig:
       epochs: passes over the training split (> 0).
       batch_size: global batch size, split evenly across replicas (> 0; divisible by the replicas).
       optimizer: outer optimizer spec, e.g. ``{"name": "adam", "learning_rate": 1e-3}``; the other keys
-        are the tf_keras optimizer's constructor arguments (ignored by models that learn without one,
-        such as online dictionary learning).
+        are the tf_keras optimizer's constructor arguments (unused by models that learn without one, such
+        as online dictionary learning, for which ``ufl train`` refuses ``--set optimizer.*``).
       strategy: ``auto`` (MultiWorker from TF_CONFIG, Mirrored with >1 GPU, else default) or a name.
       checkpoint_every: steps between checkpoints (> 0); a checkpoint is also written at the end.
       steps_per_execution: training steps run per call of the compiled step function (> 0); metrics
         reach the host once per call.
-      jit_compile: compile the model's step with XLA (honoured when the model supports it).
+      jit_compile: compile the model's step with XLA: ``auto`` (default: on a GPU, and on a CPU for the
+        model families where XLA is faster than TensorFlow's oneDNN kernels, measured by
+        benchmarks/presets.py; config.json records what it became), true or false. Honoured when the
+        model supports it and one replica trains.
       seed: seed of initialization and shuffling (epoch e is shuffled with seed + e).
       restart: discard RUN/'s checkpoints, logs, plots and metrics and start over.
+      keep_checkpoints: how many of the newest checkpoints RUN/ keeps (> 0; default 2, so that training
+        resumes from the one before when the newest cannot be read).
+      skip_corrupt_records: train on the readable records of a DATA/ shard that is truncated or corrupt
+        (the skipped ones are counted in metrics.json) instead of stopping with an error.
       max_steps: stop after this many training steps in total (default: epochs x steps per epoch).
     """
 
@@ -52,10 +59,12 @@ class TrainConfig:
     strategy: str = "auto"
     checkpoint_every: int = 500
     steps_per_execution: int = 50
-    jit_compile: bool = True
+    jit_compile: Union[bool, str] = "auto"
     seed: int = 0
     restart: bool = False
     max_steps: Optional[int] = None
+    keep_checkpoints: int = 2
+    skip_corrupt_records: bool = False
 
     def __post_init__(self):
         self.validate()
@@ -70,7 +79,12 @@ class TrainConfig:
                 self.checkpoint_every, "use a positive integer")
         require(_is_int(self.steps_per_execution) and self.steps_per_execution > 0, "steps_per_execution",
                 self.steps_per_execution, "use a positive integer")
-        require(isinstance(self.jit_compile, bool), "jit_compile", self.jit_compile, "use true or false")
+        require(isinstance(self.jit_compile, bool) or self.jit_compile == "auto", "jit_compile", self.jit_compile,
+                "use auto, true or false")
+        require(_is_int(self.keep_checkpoints) and self.keep_checkpoints > 0, "keep_checkpoints",
+                self.keep_checkpoints, "use a positive integer such as 2")
+        require(isinstance(self.skip_corrupt_records, bool), "skip_corrupt_records", self.skip_corrupt_records,
+                "use true or false")
         require(_is_int(self.seed), "seed", self.seed, "use an integer")
         require(self.max_steps is None or (_is_int(self.max_steps) and self.max_steps > 0), "max_steps",
                 self.max_steps, "use a positive integer or leave it unset")
@@ -105,8 +119,11 @@ def parse_assignment(text: str) -> Tuple[str, Any]:
 
 
 def settable_keys(*, model_keys: Iterable[str], optimizer_keys: Iterable[str]) -> list:
-    """Every key ``--set`` accepts: TrainConfig fields, ``model.<arg>`` and ``optimizer.<arg>``."""
-    fields = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in LOCATION_FIELDS]
+    """Every key ``--set`` accepts: TrainConfig fields, ``model.<arg>`` and ``optimizer.<arg>`` (no
+    ``optimizer`` field when ``optimizer_keys`` is empty: a model that learns without one)."""
+    optimizer_keys = list(optimizer_keys)
+    fields = [f.name for f in dataclasses.fields(TrainConfig)
+              if f.name not in LOCATION_FIELDS and (optimizer_keys or f.name != "optimizer")]
     return sorted(fields) + [f"model.{key}" for key in sorted(set(model_keys))] + \
         [f"optimizer.{key}" for key in sorted(set(optimizer_keys))]
 
@@ -114,12 +131,17 @@ def settable_keys(*, model_keys: Iterable[str], optimizer_keys: Iterable[str]) -
 def apply_overrides(settings: Mapping[str, Any], overrides: Mapping[str, Any], *,
                     model_keys: Iterable[str], optimizer_keys: Iterable[str]) -> Dict[str, Any]:
     """TrainConfig fields (``settings``, with nested ``model`` and ``optimizer`` dicts) with ``overrides``
-    (``{"model.n_atoms": 64, "epochs": 2}``) applied; raises ConfigError listing the valid keys."""
+    (``{"model.n_atoms": 64, "epochs": 2}``) applied; raises ConfigError listing the valid keys.
+    ``optimizer_keys`` is empty for a model that learns without an outer optimizer."""
     result = dict(settings)
     result["model"] = dict(settings.get("model", {}))
     result["optimizer"] = dict(settings.get("optimizer", {}))
+    optimizer_keys = list(optimizer_keys)
     valid = settable_keys(model_keys=model_keys, optimizer_keys=optimizer_keys)
     for key, value in overrides.items():
+        if key not in valid and not optimizer_keys and key.partition(".")[0] == "optimizer":
+            raise ConfigError(f"--set key {key!r} is invalid; this model ({result['model'].get('kind')}) learns "
+                              f"without an outer optimizer, so it uses only: {', '.join(valid)}")
         if key not in valid:
             raise ConfigError(f"--set key {key!r} is invalid; use one of: {', '.join(valid)}")
         section, _, name = key.partition(".")
