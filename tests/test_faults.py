@@ -97,3 +97,15 @@ def test_a_read_only_output_is_refused_with_the_path(tmp_path, digits_model, cap
     assert main(["features", "--model-dir", model_dir, "--source", "builtin:digits", "--out", out,
                  "--no-progress"]) == 1
     assert "permission denied" in capsys.readouterr().err
+
+
+def test_train_on_a_full_disk_says_so_and_leaves_no_finished_run(full_disk, digits_model, capsys):
+    data, _, _ = digits_model
+    out = os.path.join(full_disk, f"run-{uuid.uuid4().hex[:6]}")
+    code = main(["train", "sparse-coding", "--data", data, "--out", out, "--set", "model.n_atoms=8",
+                 "--set", "max_steps=2", "--epochs", "1"])
+    assert code == 1
+    (line,) = [line for line in error_lines(capsys) if "error" in line]
+    assert line.startswith(f"ufl train: error: writing {out} failed: no space left on device")
+    assert line.endswith("free space there or choose another --out")
+    assert not os.path.exists(os.path.join(out, "metrics.json"))

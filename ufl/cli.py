@@ -22,6 +22,8 @@ STARTS_WORKERS = ("preprocess", "features", "run")
 #: The option naming each verb's output, for the advice of a StorageError.
 OUTPUT_OPTIONS = {"preprocess": "out", "train": "out", "features": "out", "export": "model_base",
                   "run": "workdir"}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ufl",
