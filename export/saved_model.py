@@ -185,6 +185,46 @@ def build_serving_module(trained, config: ExportConfig) -> ServingModule:
         raise ConfigError(f"run {config.run!r} is invalid; {error}") from error
 
 
+def version_info(module: ServingModule, trained, config: ExportConfig, version: int, n_warmup: int,
+                 warmup_origin) -> dict:
+    """``assets/ufl.json`` of a version: what the model is, where it came from and how it was exported."""
+    return {
+        "name": config.name,
+        "version": version,
+        "kind": trained.config["model"].get("kind"),
+        "preset": trained.config.get("preset"),
+        "model": trained.config["model"],
+        "patch_size": [module.patch_size, module.patch_size],
+        "channels": module.channels,
+        "patch_dim": module.patch_dim,
+        "normalization": trained.metadata.get("normalization", {"steps": []}),
+        "source": trained.metadata.get("source"),
+        "reconstruction_units": "raw pixels" if sig.RECONSTRUCT in module.signature_functions else None,
+        "training_config_sha256": config_digest(trained.config),
+        "checkpoint": os.path.abspath(trained.checkpoint),
+        "run": os.path.abspath(config.run),
+        "xla": config.xla,
+        "warmup_requests": n_warmup,
+        "warmup_data": warmup_origin,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        **module.info,
+    }
+
+
+def write_version(tmp_dir: str, module: ServingModule, trained, config: ExportConfig, version: int) -> None:
+    """Writes one version into ``tmp_dir``: the SavedModel, its warmup requests and ``assets/ufl.json``."""
+    tf.saved_model.save(module, tmp_dir, signatures=module.signature_functions)
+    n_warmup, origin = 0, None
+    if config.warmup_requests:
+        patches, images, origin = warmup_patches(trained.metadata, 4 ** (config.warmup_requests - 1))
+        n_warmup = write_warmup_requests(os.path.join(tmp_dir, "assets.extra", sig.WARMUP_FILE),
+                                         config.name, patches, images, config.warmup_requests)
+    info = version_info(module, trained, config, version, n_warmup, origin)
+    tf.io.gfile.makedirs(os.path.join(tmp_dir, "assets"))
+    with tf.io.gfile.GFile(os.path.join(tmp_dir, "assets", sig.UFL_ASSET), "w") as handle:
+        handle.write(json.dumps(info, indent=2, sort_keys=True, default=str) + "\n")
+
+
 def export_run(config: ExportConfig) -> str:
     """Exports RUN/ as MODELS/NAME/VERSION/ and rewrites MODELS/'s server configs.
 
@@ -212,36 +252,7 @@ def export_run(config: ExportConfig) -> str:
     final_dir = os.path.join(model_dir, str(version))
     tf.io.gfile.makedirs(model_dir)
     try:
-        tf.saved_model.save(module, tmp_dir, signatures=module.signature_functions)
-        n_warmup, origin = 0, None
-        if config.warmup_requests:
-            patches, images, origin = warmup_patches(trained.metadata, 4 ** (config.warmup_requests - 1))
-            n_warmup = write_warmup_requests(os.path.join(tmp_dir, "assets.extra", sig.WARMUP_FILE),
-                                             config.name, patches, images, config.warmup_requests)
-        info = {
-            "name": config.name,
-            "version": version,
-            "kind": trained.config["model"].get("kind"),
-            "preset": trained.config.get("preset"),
-            "model": trained.config["model"],
-            "patch_size": [module.patch_size, module.patch_size],
-            "channels": module.channels,
-            "patch_dim": module.patch_dim,
-            "normalization": trained.metadata.get("normalization", {"steps": []}),
-            "source": trained.metadata.get("source"),
-            "reconstruction_units": "raw pixels" if sig.RECONSTRUCT in module.signature_functions else None,
-            "training_config_sha256": config_digest(trained.config),
-            "checkpoint": os.path.abspath(trained.checkpoint),
-            "run": os.path.abspath(config.run),
-            "xla": config.xla,
-            "warmup_requests": n_warmup,
-            "warmup_data": origin,
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            **module.info,
-        }
-        tf.io.gfile.makedirs(os.path.join(tmp_dir, "assets"))
-        with tf.io.gfile.GFile(os.path.join(tmp_dir, "assets", sig.UFL_ASSET), "w") as handle:
-            handle.write(json.dumps(info, indent=2, sort_keys=True, default=str) + "\n")
+        write_version(tmp_dir, module, trained, config, version)
         if tf.io.gfile.exists(final_dir):
             raise ConfigError(f"version {version} is invalid; {final_dir} appeared while exporting "
                               "(another export wrote it); run the export again for the next version")

@@ -221,18 +221,7 @@ def preprocess(config, pipeline_args: Sequence[str] = (), *, verbose: bool = Fal
         f"({options.patch_shape[0]}x{options.patch_shape[1]}x{config.channels} {config.extract} samples, "
         f"normalize {','.join(config.normalize) or 'none'})", flush=True)
     try:
-        pipeline = beam.Pipeline(options=beam_options(pipeline_args))
-        build_pipeline(pipeline, source, units, options, config, temp_dir)
-        with Progress(temp_dir, config.num_shards, sys.stdout if verbose else None):  # some runners finish inside run()
-            result = pipeline.run()
-            try:
-                result.wait_until_finish()
-            finally:
-                client = getattr(result, "client", None)  # the Dask runner's own client: close it once done
-                if client is not None:
-                    client.close()
-        with FileSystems.open(FileSystems.join(temp_dir, SUMMARY_FILE)) as handle:
-            summary = json.loads(handle.read().decode("utf-8"))
+        summary = run_pipeline(source, units, options, config, temp_dir, pipeline_args, verbose)
         check_rejections(summary, config, temp_dir)
         summary["shards_written"] = finish_shards(temp_dir, summary, config.num_shards)
         metadata = build_metadata(config, options, source, summary, started)
@@ -249,6 +238,23 @@ def preprocess(config, pipeline_args: Sequence[str] = (), *, verbose: bool = Fal
         raise
     say(counter_summary(metadata["counts"]), flush=True)
     return metadata
+
+
+def run_pipeline(source, units, options: ExtractOptions, config, temp_dir: str,
+                 pipeline_args: Sequence[str], verbose: bool) -> dict:
+    """Runs the Beam pipeline that writes shards, stats and rejections into ``temp_dir``; returns its summary."""
+    pipeline = beam.Pipeline(options=beam_options(pipeline_args))
+    build_pipeline(pipeline, source, units, options, config, temp_dir)
+    with Progress(temp_dir, config.num_shards, sys.stdout if verbose else None):  # some runners finish in run()
+        result = pipeline.run()
+        try:
+            result.wait_until_finish()
+        finally:
+            client = getattr(result, "client", None)  # the Dask runner's own client: close it once done
+            if client is not None:
+                client.close()
+    with FileSystems.open(FileSystems.join(temp_dir, SUMMARY_FILE)) as handle:
+        return json.loads(handle.read().decode("utf-8"))
 
 
 class Progress:

@@ -57,6 +57,27 @@ def shard_files(data_dir: str, split: str) -> list:
     return sorted(tf.io.gfile.glob(os.path.join(data_dir, f"{split}-*-of-*.tfrecord.gz")))
 
 
+def _split_shards(data_dir: str, split: str) -> list:
+    """The shard files of one split; DataError naming the fix when there are none."""
+    files = shard_files(data_dir, split)
+    if not files:
+        raise DataError(f"{data_dir} has no {split} shards ({split}-*-of-*.tfrecord.gz); "
+                        + ("rerun 'ufl preprocess' with --eval-fraction > 0" if split == "eval"
+                           else "rerun 'ufl preprocess'"))
+    return files
+
+
+def example_spec(dim: int, *, with_labels: bool = False, with_positions: bool = False) -> dict:
+    """The ``tf.io.parse_example`` spec of DATA/ records with patches of ``dim`` values."""
+    spec = {"patch": tf.io.FixedLenFeature([dim], tf.float32)}
+    if with_labels:
+        spec["label"] = tf.io.FixedLenFeature([], tf.int64)
+    if with_positions:
+        spec["source"] = tf.io.FixedLenFeature([], tf.string)
+        spec["position"] = tf.io.FixedLenFeature([2], tf.int64)
+    return spec
+
+
 def read_patches(data_dir: str, split: str = "train", *, batch_size: int = 256, shuffle: bool = False,
                  seed: int = 0, repeat: bool = False, drop_remainder: bool = False,
                  with_labels: bool = False, with_positions: bool = False,
@@ -87,22 +108,11 @@ def read_patches(data_dir: str, split: str = "train", *, batch_size: int = 256, 
       TensorShape([8, 16])
     """
     metadata = load_metadata(data_dir)
-    dim = patch_dim(metadata)
     if with_labels and not metadata.get("has_labels", False):
         raise DataError(f"{data_dir} has no labels (source {metadata.get('source')!r}); use a labelled "
                         "source such as builtin:digits or builtin:mnist")
-    files = shard_files(data_dir, split)
-    if not files:
-        raise DataError(f"{data_dir} has no {split} shards ({split}-*-of-*.tfrecord.gz); "
-                        + ("rerun 'ufl preprocess' with --eval-fraction > 0" if split == "eval"
-                           else "rerun 'ufl preprocess'"))
-    spec = {"patch": tf.io.FixedLenFeature([dim], tf.float32)}
-    if with_labels:
-        spec["label"] = tf.io.FixedLenFeature([], tf.int64)
-    if with_positions:
-        spec["source"] = tf.io.FixedLenFeature([], tf.string)
-        spec["position"] = tf.io.FixedLenFeature([2], tf.int64)
-
+    files = _split_shards(data_dir, split)
+    spec = example_spec(patch_dim(metadata), with_labels=with_labels, with_positions=with_positions)
     limits = [int((record_limits or {}).get(path, -1)) for path in files]  # -1: the whole shard
     dataset = tf.data.Dataset.from_tensor_slices((files, tf.constant(limits, tf.int64)))
     if input_context is not None and input_context.num_input_pipelines > 1:
