@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from ufl.export import signatures as sig
 from ufl.pipeline.normalize import CONTRAST_EPSILON, STATS_KEYS, apply_normalization, invert_normalization
-from ufl.trainers.image_features import pooled_image_features
+from ufl.pipeline.image_features import pooled_image_features
 
 
 def normalization_of(metadata: Mapping) -> Tuple[Tuple[str, ...], float]:
