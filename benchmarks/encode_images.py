@@ -67,7 +67,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=60_000)
     parser.add_argument("--batch-size", type=int, default=256, help="images per encode_images call")
-    parser.add_argument("--sklearn-images", type=int, default=1000)
+    parser.add_argument("--sklearn-images", type=int, default=300)
     parser.add_argument("--batch-loop-images", type=int, default=10_000)
     parser.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "ufl-bench-encode-images"))
     args = parser.parse_args()
