@@ -6,8 +6,10 @@ graph on every image: grid patches at stride 2 (144 per image, 8.64 M in all) ->
 sign split -> 2x2 sum pooling. The run is built once with the ufl CLI in ``--workdir`` (reused when present).
 
 Figures, in the same process: ufl's ``encode_images`` on all images (the path of ``ufl evaluate --run``,
-per-patch inference: screening + each patch stopping on its own), the same graph with the batch loop
-(every patch stepping until the slowest one of its batch stops) and scikit-learn's ``SparseCoder``
+per-patch inference: screening + each patch stopping on its own), wall and CPU seconds (on a shared CPU the
+CPU seconds measure the work); the same graph with the batch loop (every patch stepping until the slowest
+one of its batch stops), alternating batch by batch with ufl's so that both see the same load; and
+scikit-learn's ``SparseCoder``
 (``lasso_cd``, the same normalized patches and dictionary) on ``--sklearn-images`` images; patches/s each,
 and the mean lasso objective of each method's codes on the subset.
 
@@ -63,6 +65,14 @@ def timed(function, *args):
     return result, time.perf_counter() - start
 
 
+def cpu_timed(function, *args):
+    """``(result, wall seconds, CPU seconds of this process)``: on a CPU shared with other jobs the CPU
+    seconds (all threads) still measure the work, where wall time measures the load."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = function(*args)
+    return result, time.perf_counter() - wall, time.process_time() - cpu
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=60_000)
@@ -85,8 +95,9 @@ def main() -> None:
     result = {"benchmark": "encode_images", "images": len(images), "patches": len(images) * per_image,
               "feature_dim": info["feature_size"], "batch_size": args.batch_size, "loadavg_start": os.getloadavg()[0]}
     _, result["ufl_compile_seconds"] = timed(encode, images[:args.batch_size])
-    _, seconds = timed(encode, images)
-    result.update(ufl_seconds=seconds, ufl_patches_per_second=result["patches"] / seconds)
+    _, seconds, cpu_seconds = cpu_timed(encode, images)
+    result.update(ufl_seconds=seconds, ufl_cpu_seconds=cpu_seconds,
+                  ufl_patches_per_second=result["patches"] / seconds)
 
     # the same graph with the batch loop, and the codes of each method on a subset, under one dictionary
     from ufl.export.serving_module import ServingModule
@@ -101,12 +112,19 @@ def main() -> None:
         return pooled_image_features(batch, lambda patches: coder.encode(module.normalize(patches)),
                                      patch_size=PATCH, stride=STRIDE, pool_grid=POOL)
 
+    # ufl and the batch loop alternate batch by batch, so both see the same load
     subset = images[:args.batch_loop_images]
     batch_loop_features(tf.constant(subset[:args.batch_size]))
-    _, seconds = timed(lambda: [batch_loop_features(tf.constant(subset[i:i + args.batch_size])).numpy()
-                                for i in range(0, len(subset), args.batch_size)])
+    totals = np.zeros((2, 2))
+    for start in range(0, len(subset), args.batch_size):
+        batch = subset[start:start + args.batch_size]
+        totals[0] += cpu_timed(encode, batch)[1:]
+        totals[1] += cpu_timed(lambda: batch_loop_features(tf.constant(batch)).numpy())[1:]
     result.update(batch_loop_images=len(subset),
-                  batch_loop_patches_per_second=len(subset) * per_image / seconds)
+                  interleaved_ufl_patches_per_second=len(subset) * per_image / totals[0, 0],
+                  batch_loop_patches_per_second=len(subset) * per_image / totals[1, 0],
+                  ufl_speedup_vs_batch_loop=totals[1, 0] / totals[0, 0],
+                  ufl_cpu_speedup_vs_batch_loop=totals[1, 1] / totals[0, 1])
 
     sample = images[:args.sklearn_images]
     patches = module.normalize(tf.reshape(extract_grid_patches(tf.constant(sample), patch_size=PATCH,
@@ -127,9 +145,10 @@ def main() -> None:
         result[f"{name}_objective_gap_percent_vs_sklearn"] = 100 * (mean_objective(codes) / reference - 1)
     result["sklearn_objective"] = reference
     result["ufl_speedup_vs_sklearn"] = result["ufl_patches_per_second"] / result["sklearn_patches_per_second"]
-    result["ufl_speedup_vs_batch_loop"] = result["ufl_patches_per_second"] / result["batch_loop_patches_per_second"]
     result["loadavg_end"] = os.getloadavg()[0]
     result["goal_met"] = bool(result["ufl_seconds"] * 60_000 / len(images) <= 20.0)
+    result["goal_met_by_cpu_seconds_over_2_cores"] = bool(result["ufl_cpu_seconds"] / 2 * 60_000 / len(images)
+                                                          <= 20.0)
     print(json.dumps({key: round(value, 5) if isinstance(value, float) else value
                       for key, value in result.items()}))
 

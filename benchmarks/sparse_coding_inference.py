@@ -9,7 +9,7 @@ inference runs with in a trained model. gamma = 0.1, objective = mean over patch
 Each γ of ``--gammas`` (default 0.1 and 1.0) is one problem under the same dictionary. ufl methods:
 ``ufl_fista`` (the batch loop, XLA, ``--fista-steps`` steps), ``ufl_per_patch`` (what served models run:
 screening, each patch stopping on its own after at most ``--per-patch-steps`` steps at
-``--per-patch-tolerance``, bfloat16 early steps where the CPU has them; TF graph, no XLA) and
+``--per-patch-tolerance``; TF graph, no XLA) and
 ``ufl_rmsprop`` (the original layer's inference).
 
 Prints one JSON line: objective and seconds per method and γ (keys suffixed ``_g0.1``, ``_g1.0``), each
@@ -136,8 +136,6 @@ def main() -> None:
     parser.add_argument("--skip-sklearn", action="store_true", help="skip scikit-learn (about a minute)")
     args = parser.parse_args()
 
-    from ufl.trainers.sparse_inference import fast_bfloat16
-
     patches = natural_patches(args.patches)
     dictionary = learned_dictionary()
     result = {"benchmark": "sparse_coding_inference", "patches": len(patches), "patch_dim": patches.shape[1],
@@ -153,7 +151,7 @@ def main() -> None:
                                      max_steps=args.fista_steps, tolerance=args.fista_tolerance),
             "ufl_per_patch": ufl_encoder(dictionary, method="fista", chunk=args.chunk, gamma=gamma, xla=False,
                                          max_steps=args.per_patch_steps, tolerance=args.per_patch_tolerance,
-                                         per_patch=True, bfloat16_steps=fast_bfloat16()),
+                                         per_patch=True),
             "ufl_rmsprop": ufl_encoder(dictionary, method="rmsprop", chunk=args.chunk, gamma=gamma, n_steps=100),
         }
         for name, encode in methods.items():

@@ -19,10 +19,6 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-#: Rough (bfloat16) steps stop helping once codes move by less than this per step: bfloat16 keeps 8 bits,
-#: so products of codes and Gram rows of size ~1-10 carry errors of ~1e-2.
-ROUGH_TOLERANCE = 1e-2
-
 
 def zero_code_patches(correlations: tf.Tensor, sparsity_weight, *, non_negative: bool = False) -> tf.Tensor:
     """bool ``(batch,)``: patches whose optimal code is exactly 0 (every correlation within ±γ)."""
@@ -31,8 +27,7 @@ def zero_code_patches(correlations: tf.Tensor, sparsity_weight, *, non_negative:
 
 
 def per_patch_codes(correlations: tf.Tensor, initial_codes: tf.Tensor, run_steps, *, sparsity_weight,
-                    non_negative: bool, max_steps: int, tolerance: float, check_every: int = 10,
-                    run_rough_steps=None) -> tf.Tensor:
+                    non_negative: bool, max_steps: int, tolerance: float, check_every: int = 10) -> tf.Tensor:
     """Codes ``(batch, n_atoms)`` by screening and FISTA rounds on the patches still moving.
 
     Args:
@@ -44,9 +39,6 @@ def per_patch_codes(correlations: tf.Tensor, initial_codes: tf.Tensor, run_steps
       sparsity_weight: γ; non_negative: codes constrained to x >= 0.
       max_steps: FISTA steps at most per patch; tolerance: a patch stops when its last step changed no code
         by this much; check_every: steps per round.
-      run_rough_steps: as ``run_steps`` with cheaper, rounder products (bfloat16): a patch takes them until
-        its codes move by less than ``ROUGH_TOLERANCE`` (or until the last round), then ``run_steps`` until
-        ``tolerance``; so every patch is finished, and judged, by ``run_steps``.
     """
     n_atoms = correlations.shape[-1]
     rounds = -(-max_steps // check_every)
@@ -55,38 +47,23 @@ def per_patch_codes(correlations: tf.Tensor, initial_codes: tf.Tensor, run_steps
         zero = tf.logical_and(zero, tf.reduce_all(tf.equal(initial_codes, 0.0), -1))
     active = tf.cast(tf.where(tf.logical_not(zero))[:, 0], tf.int32)
     codes = tf.gather(initial_codes, active)
-    precise = tf.fill(tf.shape(active), run_rough_steps is None)
     state = (tf.constant(0), tf.zeros_like(correlations), active, codes, codes, tf.ones_like(codes[:, :1]),
-             tf.gather(correlations, active), precise)
+             tf.gather(correlations, active))
 
-    def body(round_index, result, active, codes, point, t, correlations, precise):
+    def body(round_index, result, active, codes, point, t, correlations):
         n_steps = tf.minimum(check_every, max_steps - round_index * check_every)
-        last = tf.equal(round_index + 1, rounds)
-        values = (active, codes, point, t, correlations)
-        if run_rough_steps is None:
-            codes, point, t, change = run_steps(codes, point, t, correlations, n_steps)
-        else:  # the rough patches take rough steps (precise ones from the last round on), the others precise
-            rough = tf.logical_and(tf.logical_not(precise), tf.logical_not(last))
-            parts = []
-            for mask, runner in ((rough, run_rough_steps), (tf.logical_not(rough), run_steps)):
-                part = [tf.boolean_mask(value, mask) for value in values]
-                parts.append((part[0], *runner(*part[1:], n_steps), part[4]))
-            active, codes, point, t, change, correlations = (tf.concat(pair, 0) for pair in zip(*parts))
-            n_rough = tf.shape(parts[0][0])[0]
-            was_rough = tf.range(tf.shape(active)[0]) < n_rough
-            precise = tf.logical_or(tf.logical_not(was_rough), change[:, 0] < ROUGH_TOLERANCE)
-            change = tf.where(was_rough[:, None], float("inf"), change)
-        leaving = tf.logical_or(change[:, 0] < tolerance, last)
+        codes, point, t, change = run_steps(codes, point, t, correlations, n_steps)
+        leaving = tf.logical_or(change[:, 0] < tolerance, tf.equal(round_index + 1, rounds))
         result = tf.tensor_scatter_nd_update(result, tf.boolean_mask(active, leaving)[:, None],
                                              tf.boolean_mask(codes, leaving))
         staying = tf.logical_not(leaving)
-        return (round_index + 1, result, *[tf.boolean_mask(value, staying)
-                                           for value in (active, codes, point, t, correlations, precise)])
+        return (round_index + 1, result,
+                *[tf.boolean_mask(value, staying) for value in (active, codes, point, t, correlations)])
 
     def cond(round_index, result, active, *_):
         return tf.logical_and(round_index < rounds, tf.size(active) > 0)
 
     rows = tf.TensorShape([None, n_atoms])
     invariants = (tf.TensorShape([]), correlations.shape, tf.TensorShape([None]), rows, rows,
-                  tf.TensorShape([None, 1]), rows, tf.TensorShape([None]))
+                  tf.TensorShape([None, 1]), rows)
     return tf.while_loop(cond, body, state, shape_invariants=invariants)[1]

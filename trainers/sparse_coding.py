@@ -18,8 +18,7 @@ from ufl.trainers import dictionary_learning
 from ufl.trainers.base import FeatureLearner, replica_mean
 from ufl.trainers.presets import Preset
 from ufl.trainers.registry import register_model
-from ufl.trainers.sparse_inference import (METHODS, SMOOTH_ABS_EPSILON, fast_bfloat16, lasso_objective,
-                                           sparse_encode)
+from ufl.trainers.sparse_inference import METHODS, SMOOTH_ABS_EPSILON, lasso_objective, sparse_encode
 
 DICTIONARY_UPDATES = ("online", "gradient")
 #: |code| above this counts as nonzero in the ``sparsity``/``nonzeros`` metrics.
@@ -120,7 +119,7 @@ class SparseCoding(tf_keras.layers.Layer):
             max_steps=self.max_inference_steps, tolerance=self.tolerance, non_negative=self.non_negative,
             truncate_gradient=0 if per_patch else self.truncate_gradient, n_steps=self.n_inference_steps,
             learning_rate=self.rmsprop_learning_rate, rho=self.rmsprop_rho, momentum=self.rmsprop_momentum,
-            epsilon=self.rmsprop_epsilon, per_patch=per_patch, bfloat16_steps=per_patch and fast_bfloat16())
+            epsilon=self.rmsprop_epsilon, per_patch=per_patch)
 
     def objective(self, patches: tf.Tensor, codes: tf.Tensor) -> tf.Tensor:
         """Per-patch cost ``(batch,)`` the inference minimizes: ½‖s − xA‖² + γ‖x‖₁ for FISTA/ISTA,

@@ -126,18 +126,6 @@ def _fista_steps(codes, momentum_point, t, correlations, n_steps, *, apply_gram,
     return codes, momentum_point, t, change
 
 
-@functools.lru_cache(maxsize=None)
-def fast_bfloat16() -> bool:
-    """True when this CPU multiplies bfloat16 matrices natively (AMX or AVX512-BF16, which TF's oneDNN
-    kernels use); elsewhere bfloat16 products are emulated and slower than float32."""
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            flags = next((line.split(":", 1)[1].split() for line in cpuinfo if line.startswith("flags")), [])
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
-
-
 def _in_xla_cluster() -> bool:
     from tensorflow.python.framework import ops
     from tensorflow.python.ops import control_flow_util
@@ -170,7 +158,7 @@ def sparse_encode(patches: tf.Tensor, dictionary: tf.Tensor, *, sparsity_weight:
                   initial_codes: Optional[tf.Tensor] = None, truncate_gradient: int = 0,
                   n_steps: int = 100, learning_rate: float = 0.001, rho: float = 0.9,
                   momentum: float = 0.9, epsilon: float = 1e-8, per_patch: bool = False,
-                  check_every: int = 10, bfloat16_steps: bool = False) -> tf.Tensor:
+                  check_every: int = 10) -> tf.Tensor:
     """Sparse codes of ``patches`` under ``dictionary``.
 
     Args:
@@ -192,9 +180,6 @@ def sparse_encode(patches: tf.Tensor, dictionary: tf.Tensor, *, sparsity_weight:
         is 0 are screened out, and each other patch stops on its own, its early exit checked every
         ``check_every`` steps (``ufl.trainers.active_set``). Inside an XLA cluster the batch loop runs instead.
       check_every: steps between two early-exit checks with ``per_patch`` (> 0). Default 10.
-      bfloat16_steps: with ``per_patch``, a patch's first steps use bfloat16 Gram products (about 1.4x
-        faster on CPUs with AVX512-BF16/AMX, see ``fast_bfloat16``) until its codes move by less than 1e-2,
-        then float32 steps until ``tolerance``: the early exit is always judged on float32 steps.
     Returns:
       float32 codes ``(batch, n_atoms)``.
     """
@@ -238,14 +223,9 @@ def sparse_encode(patches: tf.Tensor, dictionary: tf.Tensor, *, sparsity_weight:
                     non_negative=non_negative)
     if per_patch and truncate_gradient == 0 and not _in_xla_cluster():
         run_steps = functools.partial(_fista_steps, apply_gram=apply_gram, **settings)
-        run_rough_steps = None
-        if bfloat16_steps:
-            rough_gram = tf.cast(tf.matmul(frozen_dictionary, frozen_dictionary, transpose_b=True), tf.bfloat16)
-            run_rough_steps = functools.partial(_fista_steps, apply_gram=lambda codes: tf.cast(
-                tf.matmul(tf.cast(codes, tf.bfloat16), rough_gram), tf.float32), **settings)
         return tf.stop_gradient(active_set.per_patch_codes(
             correlations, codes, run_steps, sparsity_weight=sparsity_weight, non_negative=non_negative,
-            max_steps=max_steps, tolerance=tolerance, check_every=check_every, run_rough_steps=run_rough_steps))
+            max_steps=max_steps, tolerance=tolerance, check_every=check_every))
     codes, _ = _proximal_iterations(codes, correlations, apply_gram, max_steps=max_steps,
                                     tolerance=tolerance, **settings)
     if truncate_gradient > 0:
