@@ -12,6 +12,10 @@ row) and ``x`` of shape ``(n_atoms,)``. Three methods:
   the look-ahead update of that layer, epsilon 1e-8) on ``Σ(s − xA)² + γ·Σ√(x² + 1e-7)`` summed over the
   batch. It does not reach the lasso optimum; it is there for fidelity with the original demo.
 
+With ``per_patch`` (the served codes of sparse-coding models) (F)ISTA runs patch by patch instead of as one
+batch: patches whose optimal code is 0 are screened out and each other patch stops on its own
+(``ufl.trainers.active_set``).
+
 ``truncate_gradient`` chooses what gradients see of the iterations: ``-1`` all of them (backpropagation
 through the unrolled loop), ``k > 0`` the last ``k`` (the earlier ones run under ``stop_gradient``), ``0``
 none (the codes are constants).
