@@ -9,7 +9,11 @@ owns three ``tf.function``s, one per signature of ``export/signatures.py``:
   encode_images    images (N, H, W, C) raw [0, 1] -> features (N, F)
 
 The normalization statistics of RUN/data/stats.npz become constants of the graph (no variables, no
-files), so a SavedModel is self-contained.
+files), so a SavedModel is self-contained. ``encode_images`` is one graph from pixels to pooled features:
+grid patches, normalization, the model's ``encode`` (for sparse coding the per-patch inference, which
+screens out blank patches and lets each patch stop on its own) and pooling. Without ``xla`` (the default)
+that inference shrinks its batch as patches finish; XLA needs fixed shapes and runs the batch loop instead
+(measured in benchmarks/RESULTS.md, section Encoding).
 """
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ import tensorflow as tf
 
 from ufl.export import signatures as sig
 from ufl.pipeline.normalize import CONTRAST_EPSILON, STATS_KEYS, apply_normalization, invert_normalization
-from ufl.trainers.image_features import pooled_image_features
+from ufl.pipeline.image_features import pooled_image_features
 
 
 def normalization_of(metadata: Mapping) -> Tuple[Tuple[str, ...], float]:

@@ -104,8 +104,11 @@ class SparseCoding(tf_keras.layers.Layer):
         norms = tf.norm(self.dictionary, axis=1, keepdims=True)
         self.dictionary.assign(self.dictionary / tf.maximum(norms, 1.0))
 
-    def encode(self, patches: tf.Tensor, dictionary: Optional[tf.Tensor] = None) -> tf.Tensor:
-        """Codes ``(batch, n_atoms)`` of ``(batch, patch_dim)`` patches (under ``dictionary`` if given)."""
+    def encode(self, patches: tf.Tensor, dictionary: Optional[tf.Tensor] = None, *,
+               per_patch: bool = False) -> tf.Tensor:
+        """Codes ``(batch, n_atoms)`` of ``(batch, patch_dim)`` patches (under ``dictionary`` if given);
+        ``per_patch``: each patch stops once its codes are certified within ``tolerance`` (relative
+        objective) of the optimum (``sparse_encode``'s ``per_patch``; constant codes only)."""
         dictionary = self.dictionary if dictionary is None else dictionary
         if patches.shape[-1] is not None and patches.shape[-1] != dictionary.shape[-1]:
             raise ValueError(f"patches have length {patches.shape[-1]} but the {self.n_atoms}-atom dictionary "
@@ -114,9 +117,9 @@ class SparseCoding(tf_keras.layers.Layer):
         return sparse_encode(
             patches, dictionary, sparsity_weight=self.sparsity_weight, method=self.inference,
             max_steps=self.max_inference_steps, tolerance=self.tolerance, non_negative=self.non_negative,
-            truncate_gradient=self.truncate_gradient, n_steps=self.n_inference_steps,
+            truncate_gradient=0 if per_patch else self.truncate_gradient, n_steps=self.n_inference_steps,
             learning_rate=self.rmsprop_learning_rate, rho=self.rmsprop_rho, momentum=self.rmsprop_momentum,
-            epsilon=self.rmsprop_epsilon)
+            epsilon=self.rmsprop_epsilon, per_patch=per_patch)
 
     def objective(self, patches: tf.Tensor, codes: tf.Tensor) -> tf.Tensor:
         """Per-patch cost ``(batch,)`` the inference minimizes: ½‖s − xA‖² + γ‖x‖₁ for FISTA/ISTA,
@@ -233,8 +236,13 @@ class SparseCodingModel(FeatureLearner):
     def call(self, inputs, training=None):
         return self.coder(inputs)
 
+    def encode(self, patches: tf.Tensor) -> tf.Tensor:
+        """The served codes: each patch's FISTA stops once certified within ``tolerance`` of its optimum
+        (``per_patch``), and the codes are constants (no gradient through inference outside training)."""
+        return self.coder.encode(tf.cast(patches, tf.float32), per_patch=True)
+
     def reconstruct(self, patches: tf.Tensor) -> tf.Tensor:
-        return tf.matmul(self.coder.encode(tf.cast(patches, tf.float32)), self.dictionary)
+        return tf.matmul(self.encode(patches), self.dictionary)
 
     def encoder_model(self) -> tf_keras.Model:
         inputs = tf_keras.Input(shape=(self.patch_dim,), name="patches")

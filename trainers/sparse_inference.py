@@ -12,15 +12,22 @@ row) and ``x`` of shape ``(n_atoms,)``. Three methods:
   the look-ahead update of that layer, epsilon 1e-8) on ``Σ(s − xA)² + γ·Σ√(x² + 1e-7)`` summed over the
   batch. It does not reach the lasso optimum; it is there for fidelity with the original demo.
 
+With ``per_patch`` (the served codes of sparse-coding models) (F)ISTA runs patch by patch instead of as one
+batch: patches whose optimal code is 0 are screened out and each other patch stops on its own
+(``ufl.trainers.active_set``).
+
 ``truncate_gradient`` chooses what gradients see of the iterations: ``-1`` all of them (backpropagation
 through the unrolled loop), ``k > 0`` the last ``k`` (the earlier ones run under ``stop_gradient``), ``0``
 none (the codes are constants).
 """
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import tensorflow as tf
+
+from ufl.trainers import active_set
 
 METHODS = ("fista", "ista", "rmsprop")
 
@@ -105,6 +112,31 @@ def _proximal_iterations(codes, correlations, apply_gram, *, threshold_step, ste
     return codes, steps
 
 
+def _fista_steps(codes, momentum_point, t, correlations, n_steps, *, apply_gram, threshold_step, step,
+                 accelerate, non_negative):
+    """``n_steps`` (F)ISTA steps continuing from ``(codes, momentum_point, t)`` with ``t`` per patch
+    ``(batch, 1)``; returns them and each patch's largest code change in the last step ``(batch, 1)``."""
+    def body(i, codes, momentum_point, t, _):
+        gradient = apply_gram(momentum_point) - correlations
+        new_codes = soft_threshold(momentum_point - step * gradient, threshold_step, non_negative=non_negative)
+        change = tf.reduce_max(tf.abs(new_codes - codes), -1, keepdims=True)
+        if not accelerate:
+            return i + 1, new_codes, new_codes, t, change
+        new_t = (1.0 + tf.sqrt(1.0 + 4.0 * t * t)) / 2.0
+        return i + 1, new_codes, new_codes + ((t - 1.0) / new_t) * (new_codes - codes), new_t, change
+
+    _, codes, momentum_point, t, change = tf.while_loop(
+        lambda i, *_: i < n_steps, body, (tf.constant(0), codes, momentum_point, t, tf.zeros_like(t)))
+    return codes, momentum_point, t, change
+
+
+def _in_xla_cluster() -> bool:
+    from tensorflow.python.framework import ops
+    from tensorflow.python.ops import control_flow_util
+
+    return control_flow_util.GraphOrParentsInXlaContext(ops.get_default_graph())
+
+
 def _rmsprop_iterations(codes, accumulator, velocity, patches, dictionary, correlations, apply_gram, *,
                         sparsity_weight, n_steps, learning_rate, rho, momentum, epsilon):
     """``n_steps`` RMSprop steps of the original layer; returns ``(codes, accumulator, velocity)``."""
@@ -129,7 +161,8 @@ def sparse_encode(patches: tf.Tensor, dictionary: tf.Tensor, *, sparsity_weight:
                   non_negative: bool = False, lipschitz: Optional[tf.Tensor] = None,
                   initial_codes: Optional[tf.Tensor] = None, truncate_gradient: int = 0,
                   n_steps: int = 100, learning_rate: float = 0.001, rho: float = 0.9,
-                  momentum: float = 0.9, epsilon: float = 1e-8) -> tf.Tensor:
+                  momentum: float = 0.9, epsilon: float = 1e-8, per_patch: bool = False,
+                  check_every: int = 10) -> tf.Tensor:
     """Sparse codes of ``patches`` under ``dictionary``.
 
     Args:
@@ -138,8 +171,8 @@ def sparse_encode(patches: tf.Tensor, dictionary: tf.Tensor, *, sparsity_weight:
       sparsity_weight: γ >= 0, weight of the L1 penalty. Default 0.1.
       method: ``fista`` (default), ``ista`` or ``rmsprop`` (the original layer's inference).
       max_steps: (F)ISTA: at most this many steps (> 0). Default 200.
-      tolerance: (F)ISTA: stop when the largest code change of the batch is below it (>= 0; 0 runs all
-        ``max_steps``). Default 1e-4.
+      tolerance: (F)ISTA: stop when the largest code change of the batch (with ``per_patch``: of the patch)
+        is below it (>= 0; 0 runs all ``max_steps``). Default 1e-4.
       non_negative: (F)ISTA: constrain codes to x >= 0; RMSprop: clip the final codes at 0.
       lipschitz: (F)ISTA: the largest eigenvalue of ``AAᵀ`` if already known (else power iteration).
       initial_codes: (F)ISTA: warm start ``(batch, n_atoms)`` (default zeros).
@@ -147,6 +180,10 @@ def sparse_encode(patches: tf.Tensor, dictionary: tf.Tensor, *, sparsity_weight:
         (for (F)ISTA: ``k`` extra steps after convergence), ``0`` treat the codes as constants. Default 0.
       n_steps: RMSprop: number of steps (the original ``n_steps``). Default 100.
       learning_rate, rho, momentum, epsilon: RMSprop settings of the original layer (0.001, 0.9, 0.9, 1e-8).
+      per_patch: (F)ISTA with constant codes (``truncate_gradient`` 0) outside XLA: patches whose optimal code
+        is 0 are screened out, and each other patch stops on its own, its early exit checked every
+        ``check_every`` steps (``ufl.trainers.active_set``). Inside an XLA cluster the batch loop runs instead.
+      check_every: steps between two early-exit checks with ``per_patch`` (> 0). Default 10.
     Returns:
       float32 codes ``(batch, n_atoms)``.
     """
@@ -188,6 +225,11 @@ def sparse_encode(patches: tf.Tensor, dictionary: tf.Tensor, *, sparsity_weight:
     codes = tf.zeros([batch, n_atoms], tf.float32) if initial_codes is None else initial_codes
     settings = dict(threshold_step=sparsity_weight * step, step=step, accelerate=method == "fista",
                     non_negative=non_negative)
+    if per_patch and truncate_gradient == 0 and not _in_xla_cluster():
+        run_steps = functools.partial(_fista_steps, apply_gram=apply_gram, **settings)
+        return tf.stop_gradient(active_set.per_patch_codes(
+            correlations, codes, run_steps, sparsity_weight=sparsity_weight, non_negative=non_negative,
+            max_steps=max_steps, tolerance=tolerance, check_every=check_every))
     codes, _ = _proximal_iterations(codes, correlations, apply_gram, max_steps=max_steps,
                                     tolerance=tolerance, **settings)
     if truncate_gradient > 0:

@@ -84,3 +84,14 @@ def test_bad_feature_requests(toy_export, digits):
         compute_features(digits[0][:2], server="127.0.0.1:1")
     with pytest.raises(ConfigError, match="batch_size 0 is invalid"):
         compute_features(digits[0][:2], model_dir=toy_export["path"], batch_size=0)
+
+
+def test_the_serving_graph_imports_no_trainer():
+    """Data flows CLI -> export -> trainers -> pipeline: the exported graph's pooling lives in pipeline/."""
+    import subprocess
+    import sys
+
+    code = ("import sys, ufl.export.serving_module, ufl.export.features; "
+            "print(sorted(m for m in sys.modules if m.startswith('ufl.trainers')))")
+    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert output.strip().splitlines()[-1] == "[]"

@@ -5,6 +5,7 @@ import tensorflow as tf
 from sklearn.decomposition import sparse_encode as sklearn_sparse_encode
 
 from ufl.trainers import sparse_inference
+from ufl.trainers.active_set import zero_code_patches
 from ufl.trainers.sparse_inference import lasso_objective, lipschitz_constant
 
 GAMMA = 0.1
@@ -172,3 +173,44 @@ def test_unknown_method_is_refused(problem):
     patches, dictionary = problem
     with pytest.raises(ValueError, match="inference method 'lars' is invalid; use one of: fista, ista, rmsprop"):
         sparse_inference.sparse_encode(patches, dictionary, method="lars")
+
+
+def test_per_patch_codes_equal_the_batch_loop_without_early_exit(problem):
+    patches, dictionary = problem
+    patches = np.concatenate([patches, np.zeros_like(patches[:5])])  # blank patches: screened, code 0
+    batch = sparse_encode(patches, dictionary, sparsity_weight=GAMMA, max_steps=40, tolerance=0.0).numpy()
+    per_patch = sparse_encode(patches, dictionary, sparsity_weight=GAMMA, max_steps=40, tolerance=0.0,
+                              per_patch=True).numpy()
+    np.testing.assert_allclose(per_patch, batch, atol=1e-5)
+    np.testing.assert_array_equal(per_patch[-5:], 0.0)
+
+
+@pytest.mark.parametrize("non_negative", [False, True])
+def test_per_patch_codes_reach_the_optimum_of_a_long_exact_solve(problem, non_negative):
+    patches, dictionary = problem
+    exact = sparse_encode(patches, dictionary, sparsity_weight=GAMMA, max_steps=3000, tolerance=1e-7,
+                          non_negative=non_negative)
+    codes = sparse_encode(patches, dictionary, sparsity_weight=GAMMA, max_steps=3000, tolerance=1e-5,
+                          non_negative=non_negative, per_patch=True)
+    objective = lambda codes: lasso_objective(patches, codes, dictionary, sparsity_weight=GAMMA).numpy()  # noqa: E731
+    np.testing.assert_allclose(objective(codes), objective(exact), rtol=1e-4)
+    assert not non_negative or codes.numpy().min() >= 0
+
+
+def test_per_patch_inside_xla_falls_back_to_the_batch_loop(problem):
+    patches, dictionary = problem
+    encode = lambda s, a, per_patch: sparse_inference.sparse_encode(  # noqa: E731
+        s, a, sparsity_weight=GAMMA, max_steps=50, tolerance=0.0, per_patch=per_patch)
+    compiled = tf.function(encode, jit_compile=True)(patches, dictionary, True).numpy()
+    np.testing.assert_allclose(compiled, tf.function(encode)(patches, dictionary, False).numpy(), atol=1e-4)
+
+
+def test_zero_code_patches_are_those_within_the_penalty(problem):
+    patches, dictionary = problem
+    correlations = patches @ dictionary.T
+    peak = np.abs(correlations).max(1)
+    gamma = float(np.median(peak))
+    screened = zero_code_patches(correlations, gamma).numpy()
+    np.testing.assert_array_equal(screened, peak <= gamma)
+    codes = sparse_encode(patches, dictionary, sparsity_weight=gamma, max_steps=3000, tolerance=1e-7).numpy()
+    assert np.all(codes[screened] == 0) and np.all(np.abs(codes[~screened]).max(1) > 0)

@@ -3,7 +3,9 @@
 The standard recipe for features of small images from patch-level feature learners (Coates, Lee & Ng 2011):
 encode every P x P patch on a grid (stride ``stride``), split codes by sign (``max(c, 0)``, ``max(-c, 0)``)
 so pooling keeps both polarities, and sum-pool them over a ``pool_grid`` x ``pool_grid`` partition of the
-image. Used by the exported ``encode_images`` signature and by ``ufl evaluate``: one definition for both.
+image. Used by the exported ``encode_images`` signature, and through it by ``ufl features`` and
+``ufl evaluate``: one definition for all. It is TensorFlow math on images and patches, beside the patch
+extraction of ``patches.py``, so that the export stage imports it without importing a trainer.
 """
 from __future__ import annotations
 
