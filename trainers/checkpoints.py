@@ -95,8 +95,7 @@ def checkpoints_newest_first(directory: str) -> List[str]:
     except (tf.errors.OpError, ValueError):  # a damaged state file: fall back to the files themselves
         state = None
     if state is not None and state.all_model_checkpoint_paths:
-        paths = [path if os.path.isabs(path) else os.path.join(directory, path)
-                 for path in state.all_model_checkpoint_paths]
+        paths = list(state.all_model_checkpoint_paths)  # already joined with ``directory``, relative or not
     else:
         paths = [name[:-len(".index")] for name in tf.io.gfile.glob(os.path.join(directory, "ckpt-*.index"))]
     return sorted(paths, key=_checkpoint_number, reverse=True)

@@ -132,3 +132,19 @@ def test_jit_compile_auto_is_resolved_per_model_family_and_recorded(data_dir, tm
     assert resolve_jit_compile(True, model, strategy) is True
     model.supports_jit = False
     assert resolve_jit_compile(True, model, strategy) is False
+
+
+@pytest.mark.parametrize("relative", [True, False])
+def test_checkpoints_are_found_for_relative_and_absolute_run_dirs(tmp_path, monkeypatch, relative):
+    import tensorflow as tf
+
+    from ufl.trainers.checkpoints import checkpoints_newest_first, newest_readable
+
+    monkeypatch.chdir(tmp_path)
+    directory = "run/checkpoints" if relative else str(tmp_path / "run" / "checkpoints")
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(weight=tf.Variable(1.0)), directory, max_to_keep=2)
+    manager.save(checkpoint_number=3)
+    manager.save(checkpoint_number=7)
+    assert checkpoints_newest_first(directory) == [os.path.join(directory, "ckpt-7"),
+                                                   os.path.join(directory, "ckpt-3")]
+    assert newest_readable(directory) == os.path.join(directory, "ckpt-7")
