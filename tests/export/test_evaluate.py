@@ -70,3 +70,17 @@ def test_bad_probe_input(digits, digits_encoder, tmp_path, capsys):
                             patch_size=6, steps=(), extra_metadata={"extract": "full"})
     assert main(["evaluate", "linear-probe", "--run", whole_run, "--data", "builtin:digits"]) == 2
     assert "has 8x8 images; the model encodes whole 6x6 images" in capsys.readouterr().err
+
+
+def test_a_given_split_trains_on_its_train_images_and_scores_its_test_images(digits):
+    images, labels = digits
+    # Features that give away the label on the first 1,000 images and are noise on the rest: trained on the
+    # first 1,000 and scored on the rest, the probe must do no better than chance.
+    rng = np.random.default_rng(0)
+    leak = np.eye(10)[labels] * (np.arange(len(labels)) < 1000)[:, None] + rng.normal(size=(len(labels), 10)) * 0.01
+    split = (np.arange(1000), np.arange(1000, len(labels)))
+    result = linear_probe(images, labels, lambda x: leak, split=split)
+    assert (result["n_train"], result["n_test"]) == (1000, len(labels) - 1000)
+    assert result["feature_accuracy"] < 0.3 and result["raw_accuracy"] > 0.9
+    assert linear_probe(images, labels, lambda x: leak)["feature_accuracy"] > 0.5  # stratified: it leaks
+
