@@ -4,6 +4,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 WORKDIR ?= work
 STAMP := $(VENV)/.installed
+# The full MNIST and Fashion-MNIST for the tests, when a shared data folder sits beside the clone (tests that
+# need them skip without it).
+SHARED_DATA := $(wildcard ../shared/data)
+TEST_ENV := $(if $(SHARED_DATA),UFL_DATASETS=$(abspath $(SHARED_DATA)),)
 
 .PHONY: run test test-fast bench venv clean
 
@@ -19,10 +23,10 @@ run: $(STAMP)
 	$(BIN)/ufl run --workdir $(WORKDIR)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -ra --durations=15
+	$(TEST_ENV) $(BIN)/python -m pytest -q -ra --durations=15
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(TEST_ENV) $(BIN)/python -m pytest -q -m "not slow"
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[dev,bench]"

@@ -1,9 +1,11 @@
 """Training throughput of the deep sparse autoencoder: `ufl train deep-sparse-ae` vs PyTorch vs tf_keras fit.
 
 The same network (784-256-128-64-32-16 + mirrored decoder, ReLU everywhere), loss (MSE + 0.001 ·
-Σ_layers mean|activations|), optimizer (Adam 1e-3) and batch (32) on the same data: Fashion-MNIST split
-stratified, seed 0, 6,000 training + 1,000 validation images per class, pixels in [0, 1]. Each peer runs in
-its own subprocess, one after the other, so peak memory (VmHWM) is its own:
+Σ_layers mean|activations|), optimizer (Adam 1e-3) and batch (32) on the same data: Fashion-MNIST's official
+split (60,000 training + 10,000 validation images, found as ``builtin:fashion-mnist`` is: ``UFL_DATASETS``,
+Keras' cache, Debian's folder, or a download), pixels in [0, 1]; ``--fashion PATH`` takes an npz of
+``images``/``labels`` instead, split stratified, seed 0, 6,000 + 1,000 per class. Each peer runs in its own
+subprocess, one after the other, so peak memory (VmHWM) is its own:
 
 - ``ufl``: ``ufl train deep-sparse-ae`` (through ``ufl.cli.main``) on a DATA/ written from the split; its
   examples/s is the loop's steady rate (executions that compiled left out); ``ufl_wall_examples_per_second``
@@ -35,8 +37,6 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-FASHION_CANDIDATES = ("/work/shared/data/fashion_mnist.npz",
-                      os.path.join(REPO, "..", "shared", "data", "fashion_mnist.npz"))
 UNITS = [256, 128, 64, 32, 16]
 L1_WEIGHT, LEARNING_RATE, BATCH_SIZE, THREADS = 1e-3, 1e-3, 32, 2
 
@@ -53,13 +53,25 @@ def stratified_split(labels: np.ndarray, *, train_per_class: int = 6000, val_per
     return rng.permutation(np.concatenate(train)), np.concatenate(val)
 
 
-def load_split(path: str, max_train_examples=None):
-    with np.load(path) as archive:
-        images = archive["images"].reshape(len(archive["images"]), -1).astype(np.float32) / 255.0
-        labels = archive["labels"].astype(np.int64)
+def load_split(path, max_train_examples=None):
+    """``(x_train, y_train, x_val, y_val)``: flat float32 images in [0, 1] and int64 labels."""
     per_class = 6000 if not max_train_examples else min(6000, max_train_examples // 10)
-    train, val = stratified_split(labels, train_per_class=per_class)
-    return images[train], labels[train], images[val], labels[val]
+    if path:
+        with np.load(path) as archive:
+            images = archive["images"].reshape(len(archive["images"]), -1).astype(np.float32) / 255.0
+            labels = archive["labels"].astype(np.int64)
+        train, val = stratified_split(labels, train_per_class=per_class)
+        return images[train], labels[train], images[val], labels[val]
+    from ufl.pipeline import datasets
+
+    found = datasets.load("fashion-mnist")
+    train = stratified_split(found.y_train, train_per_class=per_class, val_per_class=0)[0]
+
+    def flat(images):
+        return images.reshape(len(images), -1).astype(np.float32) / 255.0
+
+    return (flat(found.x_train[train]), found.y_train[train].astype(np.int64), flat(found.x_test),
+            found.y_test.astype(np.int64))
 
 
 def peak_rss_mb() -> float:
@@ -176,15 +188,17 @@ def write_data(fashion: str, data_dir: str, max_train_examples=None) -> None:
 
     x_train, y_train, x_val, y_val = load_split(fashion, max_train_examples)
     write_data_dir(data_dir, {"train": x_train, "eval": x_val}, patch_size=(28, 28), channels=1,
-                   labels={"train": y_train, "eval": y_val}, source="npz:fashion_mnist.npz (stratified 6000/1000 "
-                   "per class, seed 0)", num_shards=4)
+                   labels={"train": y_train, "eval": y_val},
+                   source=f"npz:{fashion} (stratified, seed 0)" if fashion else "builtin:fashion-mnist",
+                   num_shards=4)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=25)
-    parser.add_argument("--fashion", default=next((p for p in FASHION_CANDIDATES if os.path.exists(p)), None),
-                        help="fashion_mnist.npz (keys images, labels)")
+    parser.add_argument("--fashion", default=None,
+                        help="an npz of images and labels to split stratified (default: builtin:fashion-mnist's "
+                        "official split)")
     parser.add_argument("--workdir", default=None, help="where DATA/ and RUN/ go (default: a temporary folder)")
     parser.add_argument("--max-train-examples", type=int, default=None,
                         help="train on a stratified subset of this many images (default: all 60,000)")
@@ -193,8 +207,6 @@ def main() -> int:
     parser.add_argument("--peer", choices=sorted(PEERS), help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=THREADS, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if not args.fashion:
-        parser.error("no fashion_mnist.npz found in " + ", ".join(FASHION_CANDIDATES) + "; pass --fashion PATH")
     if args.peer:  # child process: one peer, one JSON line
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         result = PEERS[args.peer](args)
@@ -211,7 +223,7 @@ def main() -> int:
     for peer in args.peers:
         print(f"# {peer}: training {args.epochs} epochs", file=sys.stderr, flush=True)
         command = [sys.executable, os.path.abspath(__file__), "--peer", peer, "--epochs", str(args.epochs),
-                   "--fashion", args.fashion, "--workdir", args.workdir]
+                   "--workdir", args.workdir] + (["--fashion", args.fashion] if args.fashion else [])
         command += ["--max-train-examples", str(args.max_train_examples)] if args.max_train_examples else []
         result = subprocess.run(command, stdout=subprocess.PIPE, text=True, cwd=REPO)
         lines = [line for line in result.stdout.splitlines() if line.startswith("{")]

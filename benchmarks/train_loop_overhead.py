@@ -2,7 +2,7 @@
 
 Both train the same ufl model object kind (``deep-sparse-ae``: 784-256-128-64-32-16 + mirrored decoder,
 ReLU, MSE + L1 on activations, Adam 1e-3, batch 32) with the same ``train_step`` on the same
-Fashion-MNIST images (or random ones when ../shared/data is absent):
+Fashion-MNIST training images (``builtin:fashion-mnist``; random ones when it cannot be found):
   - keras: ``model.fit(arrays, batch_size=32, steps_per_execution=50, jit_compile=True)`` from memory;
   - ufl:   ``ufl.trainers.train_loop.train`` from DATA/ TFRecords (written beforehand, not timed), with
            checkpoints, TensorBoard scalars and metrics, ``steps_per_execution=50`` (its fused path: each
@@ -21,16 +21,18 @@ import time
 
 import numpy as np
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FASHION = os.path.join(os.path.dirname(REPO_ROOT), "shared", "data", "fashion_mnist.npz")
 
 
-def load_images(count: int) -> np.ndarray:
-    if os.path.exists(FASHION):
-        with np.load(FASHION) as archive:
-            images = archive["images"][:count]
-        return (images.reshape(len(images), -1) / 255.0).astype(np.float32)
-    return np.random.default_rng(0).uniform(size=(count, 784)).astype(np.float32)
+def load_images(count: int):
+    """``(images (count, 784) float32 in [0, 1], name of the data)``."""
+    from ufl.errors import DataError
+    from ufl.pipeline import datasets
+
+    try:
+        images = datasets.load("fashion-mnist").x_train[:count]
+    except DataError:
+        return np.random.default_rng(0).uniform(size=(count, 784)).astype(np.float32), "random"
+    return (images.reshape(len(images), -1) / 255.0).astype(np.float32), "fashion_mnist"
 
 
 def keras_fit(images: np.ndarray, preset, epochs: int, batch_size: int) -> dict:
@@ -87,7 +89,7 @@ def main() -> None:
     from ufl.trainers.presets import get_preset
 
     preset = get_preset("deep-sparse-ae")
-    images = load_images(args.examples)
+    images, data_name = load_images(args.examples)
     ufl_rounds, keras_rounds = [], []
     for _ in range(args.rounds):  # alternating rounds, best of each: the machine may be shared
         with tempfile.TemporaryDirectory() as workdir:
@@ -98,7 +100,7 @@ def main() -> None:
     print(json.dumps({
         "benchmark": "train_loop_overhead", "model": "deep-sparse-ae", "examples": len(images),
         "epochs": args.epochs, "batch_size": args.batch_size, "rounds": args.rounds,
-        "data": "fashion_mnist" if os.path.exists(FASHION) else "random",
+        "data": data_name,
         "ufl_examples_per_second": round(ufl["examples_per_second"], 1),
         "keras_fit_examples_per_second": round(keras["examples_per_second"], 1),
         "ufl_over_keras": round(ufl["examples_per_second"] / keras["examples_per_second"], 3),

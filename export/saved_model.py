@@ -1,6 +1,6 @@
 """``ufl export``: a trained RUN/ becomes a versioned TF-Serving SavedModel in MODELS/NAME/VERSION/.
 
-Layout written (see ../shared/DESIGN.md):
+Layout written (see docs/contracts.md):
   MODELS/NAME/VERSION/saved_model.pb, variables/     signatures serving_default, reconstruct, encode_images
   MODELS/NAME/VERSION/assets/ufl.json                 model kind, sizes, normalization, config digest, XLA
   MODELS/NAME/VERSION/assets.extra/tf_serving_warmup_requests   PredictionLogs of real patches

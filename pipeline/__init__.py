@@ -11,7 +11,6 @@ _EXPORTS = {
     "load_stats": "ufl.pipeline.tfrecord",
     "read_patches": "ufl.pipeline.tfrecord",
     "write_data_dir": "ufl.pipeline.tfrecord",
-    "encode_example": "ufl.pipeline.tfrecord",
     "apply_normalization": "ufl.pipeline.normalize",
     "fit_statistics": "ufl.pipeline.normalize",
     "load_images": "ufl.pipeline.sources",

@@ -9,10 +9,14 @@ from typing import Optional, Tuple
 import numpy as np
 
 from ufl.config.base import ConfigError
-from ufl.pipeline.sources import ArraySource
+from ufl.errors import DataError
+from ufl.pipeline import datasets
+from ufl.pipeline.sources import Arrays, ArraySource
 
 #: Keys tried for the labels of an npz file (plus ``y_train`` for ``x_train`` and the like).
 LABEL_KEYS = ("labels", "label", "y")
+#: Keras' dataset layout (``mnist.npz``): read whole, with its train/test split, when no key is given.
+KERAS_SPLIT_KEYS = ("x_train", "x_test")
 
 
 def split_path_key(arg: str, extension: str) -> Tuple[str, Optional[str]]:
@@ -51,6 +55,8 @@ class NpzSource(ArraySource):
         path, key = split_path_key(self.spec.split(":", 1)[1], ".npz")
         with np.load(path) as data:
             keys = list(data.files)
+            if key is None and set(KERAS_SPLIT_KEYS) <= set(keys):
+                return keras_split(data)
             if key is None:
                 key = "images" if "images" in keys else (keys[0] if len(keys) == 1 else None)
             if key not in keys:
@@ -61,6 +67,19 @@ class NpzSource(ArraySource):
             labels = next((data[k] for k in label_keys if k in keys and k != key
                            and data[k].shape == (len(images),)), None)
         return images, None if labels is None else labels.astype(np.int64)
+
+
+def keras_split(data) -> Arrays:
+    """An npz in Keras' layout (``x_train``, ``x_test``, labels ``y_train``, ``y_test`` when present) as one
+    array source with its own train/test split."""
+    train, test = data["x_train"], data["x_test"]
+    labels = None
+    if "y_train" in data.files and "y_test" in data.files:
+        labels = np.concatenate([data["y_train"], data["y_test"]]).astype(np.int64)
+        if len(labels) != len(train) + len(test):
+            labels = None
+    return Arrays(np.concatenate([train, test]), labels,
+                  (("train", 0, len(train)), ("test", len(train), len(train) + len(test))))
 
 
 class MatSource(ArraySource):
@@ -112,6 +131,12 @@ class TfdsSource(ArraySource):
                               f"{str(error).splitlines()[0]}); check the name with tfds.list_builders() or "
                               "pass --tfds-data-dir with a prepared copy") from None
         if not builder.is_prepared():
+            unreachable = unreachable_hosts(builder)
+            if unreachable:  # TFDS would retry each file for minutes before giving up
+                raise DataError(f"tfds dataset {name!r} is not prepared in {builder.data_dir} and its download "
+                                f"host{'s' if len(unreachable) > 1 else ''} {', '.join(unreachable)} cannot be "
+                                f"reached (offline); prepare it on a machine online with 'tfds build {name} "
+                                "--data_dir DIR', copy DIR here and pass --tfds-data-dir DIR")
             try:
                 builder.download_and_prepare()
             except Exception as error:
@@ -137,3 +162,13 @@ class TfdsSource(ArraySource):
         dataset = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
         labels = None if label_key is None else dataset[label_key].astype(np.int64)
         return dataset[image_key], labels
+
+
+def unreachable_hosts(builder) -> list:
+    """The hosts of ``builder``'s download urls (TFDS's own bucket when it lists none) that do not answer."""
+    from urllib.parse import urlsplit
+
+    urls = list(getattr(builder, "url_infos", None) or {}) or [f"https://{datasets.DOWNLOAD_HOST}/"]
+    hosts = sorted({(parts.hostname, parts.port or (80 if parts.scheme == "http" else 443))
+                    for parts in map(urlsplit, urls) if parts.hostname})
+    return [host for host, port in hosts if not datasets.is_online(host, port=port)]

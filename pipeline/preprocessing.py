@@ -1,4 +1,4 @@
-"""``ufl preprocess`` as a Beam pipeline: images -> patches -> normalization -> DATA/ (../shared/DESIGN.md).
+"""``ufl preprocess`` as a Beam pipeline: images -> patches -> normalization -> DATA/ (docs/contracts.md).
 
 The pipeline, one labelled step per line (the DoFns are in transforms.py)::
 
@@ -64,7 +64,8 @@ def build_pipeline(pipeline: beam.Pipeline, source: Source, units: list, options
         previous = beam.pvalue.AsSingleton(stats) if stats is not None else {}
         unit_moments = inputs | f"UnitMoments_{index}_{step}" >> beam.ParDo(
             UnitMomentsFn(source, options, eval_fraction=config.eval_fraction, steps=steps[:index],
-                          contrast_epsilon=contrast_epsilon, with_scatter=step in SCATTER_STEPS), previous)
+                          contrast_epsilon=contrast_epsilon, with_scatter=step in SCATTER_STEPS,
+                          eval_split=config.eval_split), previous)
         moments = unit_moments | f"Moments_{index}_{step}" >> beam.CombineGlobally(OrderedMomentsCombineFn())
         stats = moments | f"Stats_{index}_{step}" >> beam.Map(
             merge_stats, previous, step=step, zca_epsilon=config.zca_epsilon,
@@ -72,7 +73,8 @@ def build_pipeline(pipeline: beam.Pipeline, source: Source, units: list, options
     stats_side = beam.pvalue.AsSingleton(stats) if stats is not None else None
     num_shards = config.num_shards
     writer = WriteShardFn(source, options, eval_fraction=config.eval_fraction, steps=steps,
-                          contrast_epsilon=contrast_epsilon, out_dir=out_dir, num_shards=num_shards)
+                          contrast_epsilon=contrast_epsilon, out_dir=out_dir, num_shards=num_shards,
+                          eval_split=config.eval_split)
     (inputs
      | "AssignShards" >> beam.Map(lambda item: (item[0] % num_shards, item))
      | "GroupByShard" >> beam.GroupByKey()
@@ -103,12 +105,20 @@ def check_output(config) -> None:
                           "(no metadata.json); choose an empty or new --out")
 
 
+def check_eval_split(config, source: Source) -> None:
+    """``--eval-split source`` needs a source with its own test images."""
+    if config.eval_split == "source" and "test" not in source.split_names:
+        raise ConfigError(f"source {config.source} has no train/test split of its own, so --eval-split source "
+                          "has no test images to hold out; use --eval-split hash (the default) or a source "
+                          "with one, such as builtin:mnist, builtin:fashion-mnist or an npz in Keras' layout")
+
+
 def patch_shape(config, source: Source) -> Tuple[int, int]:
     """(rows, cols) of the samples: ``patch_size`` squared, or an array source's image size for ``full``."""
     if config.patch_size is not None:
         return config.patch_size, config.patch_size
     if isinstance(source, ArraySource):
-        rows, cols = source.arrays()[0].shape[1:3]
+        rows, cols = source.arrays().images.shape[1:3]
         return int(rows), int(cols)
     raise ConfigError(f"extract 'full' without --patch-size needs images of one known size; source "
                       f"{config.source} has images of differing sizes: pass --patch-size")
@@ -191,6 +201,7 @@ def preprocess(config, pipeline_args: Sequence[str] = (), *, verbose: bool = Fal
     source = open_source(config.source, color=config.color, tfds_data_dir=config.tfds_data_dir)
     check_output(config)
     source.check()
+    check_eval_split(config, source)
     options = ExtractOptions(patch_shape(config, source), config.extract, config.patches_per_image,
                              config.stride, config.min_std, config.seed)
     units = source.units()
@@ -214,7 +225,7 @@ def preprocess(config, pipeline_args: Sequence[str] = (), *, verbose: bool = Fal
         with FileSystems.open(FileSystems.join(temp_dir, SUMMARY_FILE)) as handle:
             summary = json.loads(handle.read().decode("utf-8"))
         check_rejections(summary, config, temp_dir)
-        finish_shards(temp_dir, summary, config.num_shards)
+        summary["shards_written"] = finish_shards(temp_dir, summary, config.num_shards)
         metadata = build_metadata(config, options, source, summary, started)
         write_bytes(FileSystems.join(temp_dir, layout.CONFIG_FILE),
                     (json.dumps(to_jsonable(config), indent=2, sort_keys=True) + "\n").encode())
@@ -227,7 +238,7 @@ def preprocess(config, pipeline_args: Sequence[str] = (), *, verbose: bool = Fal
     except BaseException:
         remove_dir(temp_dir)
         raise
-    say(counter_summary(result, summary), flush=True)
+    say(counter_summary(metadata["counts"]), flush=True)
     return metadata
 
 
@@ -277,54 +288,39 @@ def check_rejections(summary: dict, config, temp_dir: str) -> None:
                              f"--max-reject-fraction {config.max_reject_fraction} ({reasons}); see {where}")
 
 
-def finish_shards(out_dir: str, summary: dict, num_shards: int) -> None:
-    """Deletes the (empty) shard files of a split that got no patches, e.g. eval with --eval-fraction 0."""
+def finish_shards(out_dir: str, summary: dict, num_shards: int) -> int:
+    """Deletes the (empty) shard files of a split that got no patches, e.g. eval with --eval-fraction 0;
+    returns how many shard files DATA/ keeps, counted on disk."""
     for split in layout.SPLITS:
         if summary["patches"][split] == 0:
             FileSystems.delete([FileSystems.join(out_dir, layout.shard_name(split, shard, num_shards))
                                 for shard in range(num_shards)])
+    return sum(path.endswith(".tfrecord.gz") for path in listing(out_dir))
 
 
 def build_metadata(config, options: ExtractOptions, source: Source, summary: dict,
                    started: datetime.datetime) -> dict:
     shapes = summary["image_shapes"]
-    metadata = {
-        "schema_version": layout.SCHEMA_VERSION,
-        "patch_size": list(options.patch_shape),
-        "channels": config.channels,
-        "has_labels": source.has_labels,
-        "counts": {"images_read": summary["images_read"], "images_rejected": summary["images_rejected"],
-                   "patches": summary["patches"], "patches_dropped_flat": summary["patches_dropped_flat"]},
-        "normalization": {"steps": list(config.normalize), "zca_epsilon": config.zca_epsilon,
-                          "contrast_epsilon": CONTRAST_EPSILON, "target_variance": config.target_variance,
-                          "statistics_from": "train"},
-        "source": config.source,
-        "color": config.color,
-        "image_shape": shapes[0] if len(shapes) == 1 else None,
-        "extract": config.extract,
-        "extract_options": {"patches_per_image": config.patches_per_image, "stride": config.stride,
-                            "min_std": config.min_std, "seed": config.seed},
-        "eval_fraction": config.eval_fraction,
-        "num_shards": config.num_shards,
-        "ufl_version": __version__,
-        "created": started.isoformat(timespec="seconds"),
-    }
-    if source.has_labels:
-        metadata["num_classes"] = summary["max_label"] + 1
-    return metadata
+    counts = {"images_read": summary["images_read"], "images_rejected": summary["images_rejected"],
+              "patches": summary["patches"], "patches_dropped_flat": summary["patches_dropped_flat"],
+              "shards_written": summary["shards_written"]}
+    normalization = {"steps": list(config.normalize), "zca_epsilon": config.zca_epsilon,
+                     "contrast_epsilon": CONTRAST_EPSILON, "target_variance": config.target_variance,
+                     "statistics_from": "train"}
+    return layout.data_metadata(
+        patch_size=options.patch_shape, channels=config.channels, counts=counts, normalization=normalization,
+        source=config.source, num_classes=summary["max_label"] + 1 if source.has_labels else None,
+        color=config.color, image_shape=shapes[0] if len(shapes) == 1 else None, extract=config.extract,
+        extract_options={"patches_per_image": config.patches_per_image, "stride": config.stride,
+                         "min_std": config.min_std, "seed": config.seed},
+        eval_fraction=config.eval_fraction, eval_split=config.eval_split, source_splits=list(source.split_names),
+        num_shards=config.num_shards, ufl_version=__version__, created=started.isoformat(timespec="seconds"))
 
 
-def counter_summary(result, summary: dict) -> str:
-    """One line of the Beam counters (or, on runners without metrics, of the summary's counts)."""
-    values = {}
-    try:
-        for counter in result.metrics().query()["counters"]:
-            if counter.key.metric.namespace == "ufl":
-                name = counter.key.metric.name
-                values[name] = values.get(name, 0) + (counter.committed or counter.attempted or 0)
-    except Exception:  # some runners (Dask) do not report metrics
-        pass
-    if not values:
-        values = {"images_read": summary["images_read"], "images_rejected": summary["images_rejected"],
-                  "patches_train": summary["patches"]["train"], "patches_eval": summary["patches"]["eval"]}
-    return "ufl preprocess: counters: " + ", ".join(f"{name}={values.get(name, 0)}" for name in COUNTERS)
+def counter_summary(counts: dict) -> str:
+    """One line of what was done, from DATA/'s own counts (the same on every runner: some, like Dask, do not
+    report Beam's metrics)."""
+    values = {"images_read": counts["images_read"], "images_rejected": counts["images_rejected"],
+              "patches_train": counts["patches"]["train"], "patches_eval": counts["patches"]["eval"],
+              "shards_written": counts["shards_written"]}
+    return "ufl preprocess: counters: " + ", ".join(f"{name}={values[name]}" for name in COUNTERS)

@@ -4,7 +4,8 @@ Beam workers write shards with this module so that they never import TensorFlow 
 never build one protobuf object per patch. The bytes are the standard wire formats:
 
 - ``tf.train.Example`` (features ``patch`` float list, ``source`` bytes, ``position`` int64 [row, col],
-  optional ``label`` int64), encoded field by field; ``tf.train.Example.FromString`` and
+  optional ``label`` int64 and ``source_split`` bytes), encoded field by field (the only encoder of DATA/
+  records: in-memory writers use it too); ``tf.train.Example.FromString`` and
   ``tf.io.parse_example`` read them (tests check both);
 - TFRecord framing: ``uint64 length, masked crc32c(length), data, masked crc32c(data)``;
 - one GZIP stream per shard with a zero timestamp, so the same records give byte-identical files. Float
@@ -64,7 +65,7 @@ def _bytes_feature(name: str, value: bytes) -> bytes:
 
 
 def serialize_examples(patches: np.ndarray, sources: Sequence[bytes], positions: np.ndarray,
-                       labels: Optional[np.ndarray] = None) -> List[bytes]:
+                       labels: Optional[np.ndarray] = None, source_split: Optional[bytes] = None) -> List[bytes]:
     """Serialized ``tf.train.Example``s of the DATA/ contract, one per row.
 
     Args:
@@ -72,6 +73,8 @@ def serialize_examples(patches: np.ndarray, sources: Sequence[bytes], positions:
       sources: ``n`` byte strings, the uri of each patch's image.
       positions: int ``(n, 2)`` [row, col] of each patch's top-left corner.
       labels: optional int ``(n,)`` labels.
+      source_split: optional split of the source the images belong to (``b"train"``, ``b"test"``), the
+        same for all rows.
     Returns:
       ``n`` byte strings.
     """
@@ -91,7 +94,8 @@ def serialize_examples(patches: np.ndarray, sources: Sequence[bytes], positions:
     rows, cols = np.asarray(positions, dtype=np.int64).T.tolist() if count else ([], [])
     label_list = None if labels is None else np.asarray(labels, dtype=np.int64).tolist()
     floats = memoryview(float_bytes)
-    fixed = len(patch_prefix) + width
+    split_entry = b"" if source_split is None else _bytes_feature("source_split", source_split)
+    fixed = len(patch_prefix) + width + len(split_entry)
     for index in range(count):
         source = sources[index]
         source_entry = source_cache.get(source)
@@ -102,7 +106,7 @@ def serialize_examples(patches: np.ndarray, sources: Sequence[bytes], positions:
         length = fixed + len(source_entry) + len(position_entry) + len(label_entry)
         records.append(b"".join((_EXAMPLE_TAG, _SMALL_VARINTS[length] if length < 1 << 14 else _varint(length),
                                  patch_prefix, floats[index * width:(index + 1) * width], source_entry,
-                                 position_entry, label_entry)))
+                                 position_entry, label_entry, split_entry)))
     return records
 
 

@@ -5,14 +5,21 @@ A source spec is ``SCHEME:ARG``:
   builtin:natural   the scikit-image sample photos (10 images, gray or RGB)
   builtin:digits    scikit-learn's 1,797 8x8 digits (pixel values 0-16 scaled to [0, 1]), labelled
   builtin:faces     the 100 25x25 LFW faces of scikit-image's ``lfw_subset``
-  builtin:mnist     10,000 real 28x28 MNIST digits vendored in ufl/data/mnist10k.npz, labelled
+  builtin:mnist     the full MNIST, 60,000 train + 10,000 test 28x28 digits (its own split), labelled
+  builtin:fashion-mnist  the full Fashion-MNIST, 60,000 train + 10,000 test (its own split), labelled
+  builtin:mnist10k  10,000 real 28x28 MNIST digits vendored in ufl/data/mnist10k.npz, labelled
   images:GLOB       PNG/JPEG/BMP/GIF files matched by Beam's FileSystems (local, gs://, s3:// ...)
   npy:PATH          an N x H x W [x C] array
   npz:PATH[:KEY]    array KEY (default ``images``, or the only array); labels from ``labels``/``label``/``y``
-                    (or ``y_train`` for ``x_train``) when present with N entries
+                    (or ``y_train`` for ``x_train``) when present with N entries; without KEY, a file in
+                    Keras' layout (``x_train``, ``x_test``, ``y_train``, ``y_test``) with its train/test split
   mat:PATH[:KEY]    MATLAB file: (D, N) one P x P patch per column (D = P*P, column-major as in the classic
                     patches.mat), (H, W, N) images along the last axis (as IMAGES.mat), or (H, W, C, N)
   tfds:NAME[:SPLIT] a TensorFlow Datasets image dataset (prepared in ``--tfds-data-dir`` or downloaded)
+
+The full datasets are found or downloaded as pipeline/datasets.py describes. A source with its own split
+(train/test) reads each part in its own units; its images' uris are ``SPEC/SPLIT#INDEX`` and their batches
+carry the split name.
 
 Pixel values: uint8 / 255, uint16 / 65535, bool as 0/1; float arrays are kept as they are (add the ``scale``
 normalization step to map another range into [0, 1]).
@@ -31,6 +38,7 @@ from typing import Iterator, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from ufl.config.base import ConfigError
+from ufl.pipeline import datasets
 
 #: Images per unit of an array source: large enough to amortize Beam's per-element cost.
 ARRAY_CHUNK = 1024
@@ -44,11 +52,29 @@ LUMINANCE = np.array([0.2125, 0.7154, 0.0721], dtype=np.float32)
 @dataclasses.dataclass
 class ImageBatch:
     """Images of one shape read from one unit: ``images`` float32 ``(n, H, W, C)``, ``uris`` n strings,
-    ``labels`` int64 ``(n,)`` or None."""
+    ``labels`` int64 ``(n,)`` or None, ``split`` the source's own split of them (``train``/``test``) or None."""
 
     uris: List[str]
     images: np.ndarray
     labels: Optional[np.ndarray] = None
+    split: Optional[str] = None
+
+
+@dataclasses.dataclass
+class Arrays:
+    """An array source in memory: images N x H x W [x C] in the source's dtype, labels ``(N,)`` or None, and
+    the source's own split as ``(name, start, stop)`` row ranges (None when it has none)."""
+
+    images: np.ndarray
+    labels: Optional[np.ndarray] = None
+    splits: Optional[Tuple[Tuple[str, int, int], ...]] = None
+
+    def split_range(self, name: str) -> Tuple[int, int]:
+        for split, start, stop in self.splits or ():
+            if split == name:
+                return start, stop
+        raise ConfigError(f"split {name!r} is not in this source (splits: "
+                          f"{', '.join(s[0] for s in self.splits or ()) or 'none'})")
 
 
 @dataclasses.dataclass
@@ -96,6 +122,8 @@ class Source:
     """Base of the readers. Subclasses set ``has_labels`` and implement ``check``, ``units`` and ``read``."""
 
     has_labels = False
+    #: Names of the source's own split (e.g. ``("train", "test")``), empty when it has none.
+    split_names: Tuple[str, ...] = ()
 
     def __init__(self, spec: str, color: str):
         self.spec = spec
@@ -110,17 +138,18 @@ class Source:
     def read(self, unit) -> Iterator[Union[ImageBatch, Rejection]]:
         raise NotImplementedError
 
-    def batch(self, uris: Sequence[str], images: np.ndarray, labels: Optional[np.ndarray]):
+    def batch(self, uris: Sequence[str], images: np.ndarray, labels: Optional[np.ndarray],
+              split: Optional[str] = None):
         """Color-converts a batch and moves images with NaN/Inf pixels into Rejections."""
         images = to_color(images, self.color)
         finite = np.isfinite(images).reshape(len(images), -1).all(axis=1)
         for index in np.flatnonzero(~finite):
             yield Rejection(uris[index], "image contains NaN or Inf pixel values")
         if finite.all():
-            yield ImageBatch(list(uris), images, labels)
+            yield ImageBatch(list(uris), images, labels, split)
         elif finite.any():
             yield ImageBatch([u for u, ok in zip(uris, finite) if ok], images[finite],
-                             None if labels is None else labels[finite])
+                             None if labels is None else labels[finite], split)
 
 
 class ArraySource(Source):
@@ -128,44 +157,61 @@ class ArraySource(Source):
 
     _cache: dict = {}
 
-    def load(self) -> Tuple[np.ndarray, Optional[np.ndarray]]:
-        """``(images N x H x W x C in the source's dtype, labels (N,) or None)``."""
+    def load(self) -> Union[Arrays, Tuple[np.ndarray, Optional[np.ndarray]]]:
+        """``Arrays``, or ``(images N x H x W x C in the source's dtype, labels (N,) or None)``."""
         raise NotImplementedError
 
-    def arrays(self):
+    def arrays(self) -> Arrays:
         key = (type(self).__name__, self.spec)
         if key not in ArraySource._cache:
             ArraySource._cache.clear()  # keep one source in memory per process
-            ArraySource._cache[key] = self.load()
+            loaded = self.load()
+            ArraySource._cache[key] = loaded if isinstance(loaded, Arrays) else Arrays(*loaded)
         return ArraySource._cache[key]
 
     def check(self) -> None:
-        images, labels = self.arrays()
-        self.has_labels = labels is not None
-        if len(images) == 0:
+        arrays = self.arrays()
+        self.has_labels = arrays.labels is not None
+        self.split_names = tuple(name for name, _, _ in arrays.splits or ())
+        if len(arrays.images) == 0:
             raise ConfigError(f"source {self.spec} holds no images; pass a non-empty array")
-        check_layout(images.shape, self.spec)  # a wrong layout fails here, before any work
+        check_layout(arrays.images.shape, self.spec)  # a wrong layout fails here, before any work
+
+    def ranges(self) -> Tuple[Tuple[Optional[str], int, int], ...]:
+        """The source's rows as ``(split or None, start, stop)`` ranges: its own split, or one range."""
+        arrays = self.arrays()
+        return arrays.splits or ((None, 0, len(arrays.images)),)
 
     def units(self) -> list:
-        count = len(self.arrays()[0])
-        return [(start, min(start + ARRAY_CHUNK, count)) for start in range(0, count, ARRAY_CHUNK)]
+        return [(begin, min(begin + ARRAY_CHUNK, stop)) for _, start, stop in self.ranges()
+                for begin in range(start, stop, ARRAY_CHUNK)]
 
     def read(self, unit):
         start, stop = unit
-        images, labels = self.arrays()
-        uris = [f"{self.spec}#{index:08d}" for index in range(start, stop)]
-        chunk = to_unit_range(as_nhwc(np.asarray(images[start:stop]), self.spec))
-        yield from self.batch(uris, chunk, None if labels is None else np.asarray(labels[start:stop], np.int64))
+        arrays = self.arrays()
+        split, offset = next(((name, first) for name, first, last in self.ranges() if first <= start < last))
+        prefix = self.spec if split is None else f"{self.spec}/{split}"
+        uris = [f"{prefix}#{index - offset:08d}" for index in range(start, stop)]
+        chunk = to_unit_range(as_nhwc(np.asarray(arrays.images[start:stop]), self.spec))
+        labels = None if arrays.labels is None else np.asarray(arrays.labels[start:stop], np.int64)
+        yield from self.batch(uris, chunk, labels, split)
 
-    def all_images(self):
-        images, labels = self.arrays()
-        images = to_color(to_unit_range(as_nhwc(np.asarray(images), self.spec)), self.color)
-        return images, None if labels is None else np.asarray(labels, np.int64)
+    def all_images(self, split: Optional[str] = None):
+        arrays = self.arrays()
+        start, stop = (0, len(arrays.images)) if split is None else arrays.split_range(split)
+        images = to_color(to_unit_range(as_nhwc(np.asarray(arrays.images[start:stop]), self.spec)), self.color)
+        return images, None if arrays.labels is None else np.asarray(arrays.labels[start:stop], np.int64)
 
 
 class BuiltinSource(ArraySource):
     def load(self):
         name = self.spec.split(":", 1)[1]
+        if name in datasets.DATASETS:
+            found = datasets.load(name)
+            return Arrays(np.concatenate([found.x_train, found.x_test]),
+                          np.concatenate([found.y_train, found.y_test]).astype(np.int64),
+                          (("train", 0, len(found.x_train)),
+                           ("test", len(found.x_train), len(found.x_train) + len(found.x_test))))
         if name == "digits":
             from sklearn.datasets import load_digits
 
@@ -175,12 +221,13 @@ class BuiltinSource(ArraySource):
             from skimage.data import lfw_subset
 
             return lfw_subset()[:100].astype(np.float32), None  # the first 100 of 200 are the faces
-        if name == "mnist":
+        if name == "mnist10k":
             import ufl
 
             with np.load(os.path.join(os.path.dirname(ufl.__file__), "data", "mnist10k.npz")) as data:
                 return data["images"], data["labels"].astype(np.int64)
-        raise ConfigError(f"builtin source {name!r} is invalid; use natural, digits, faces or mnist")
+        raise ConfigError(f"builtin source {name!r} is invalid; use natural, digits, faces, mnist10k, mnist "
+                          "or fashion-mnist")
 
 
 class NaturalSource(Source):
@@ -281,9 +328,16 @@ def open_source(spec: str, *, color: str = "gray", tfds_data_dir: Optional[str] 
                       "npz, mat, tfds")
 
 
-def load_images(spec: str, *, color: str = "gray", tfds_data_dir: Optional[str] = None):
+def load_images(spec: str, *, color: str = "gray", tfds_data_dir: Optional[str] = None,
+                split: Optional[str] = None):
     """A source's raw images without Beam, for evaluation, feature extraction and tests.
 
+    Args:
+      spec: the source, as for ``ufl preprocess --source``.
+      color: ``gray`` or ``rgb``.
+      tfds_data_dir: where ``tfds:`` sources find prepared datasets.
+      split: only this part of the source's own split (``train`` or ``test`` of ``builtin:mnist`` and
+        ``builtin:fashion-mnist``); None for all images. Raises ConfigError for a source without that split.
     Returns:
       ``(images, labels)``: float32 ``(N, H, W, C)`` images in [0, 1] (C = 1 for gray, 3 for rgb) and int64
       ``(N,)`` labels or None. Images of differing sizes (``builtin:natural``, globs) are center-cropped to
@@ -291,7 +345,14 @@ def load_images(spec: str, *, color: str = "gray", tfds_data_dir: Optional[str] 
     """
     source = open_source(spec, color=color, tfds_data_dir=tfds_data_dir)
     source.check()
-    images, labels = source.all_images()
+    if split is None:
+        images, labels = source.all_images()
+    elif split in source.split_names:
+        images, labels = source.all_images(split)
+    else:
+        raise ConfigError(f"source {spec} has no split {split!r} of its own (splits: "
+                          f"{', '.join(source.split_names) or 'none'}); use a source with a train/test split "
+                          "such as builtin:mnist or builtin:fashion-mnist")
     if isinstance(images, list):
         if not images:
             raise ConfigError(f"source {spec} has no readable images")

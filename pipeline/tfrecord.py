@@ -1,8 +1,8 @@
-"""The DATA/ contract on disk: tf.train.Example encoding, the tf.data reader, and metadata.
+"""The DATA/ contract read with TensorFlow: metadata, statistics, the tf.data reader, and a small writer.
 
 DATA/ holds ``{split}-SSSSS-of-NNNNN.tfrecord.gz`` (GZIP TFRecords of tf.train.Example with ``patch``
 float list of length P*P*C, ``source`` bytes, ``position`` int64 [row, col], optional ``label`` int64),
-``metadata.json``, ``stats.npz`` and ``rejected.jsonl``. See ../shared/DESIGN.md.
+``metadata.json``, ``stats.npz`` and ``rejected.jsonl``. See docs/contracts.md.
 """
 from __future__ import annotations
 
@@ -15,23 +15,10 @@ import numpy as np
 import tensorflow as tf
 
 from ufl.pipeline.layout import (COMPRESSION, METADATA_FILE, REJECTED_FILE, SCHEMA_VERSION, SPLITS,  # noqa: F401
-                                 STATS_FILE, shard_name)
+                                 STATS_FILE, data_metadata, shard_name)
 
 
 from ufl.errors import DataError  # noqa: F401,E402  (re-exported: the reader raises it)
-
-
-def encode_example(patch: np.ndarray, source: bytes, position: Sequence[int],
-                   label: Optional[int] = None) -> bytes:
-    """One serialized tf.train.Example of the DATA/ contract. ``patch`` is flattened row-major (H, W, C)."""
-    feature = {
-        "patch": tf.train.Feature(float_list=tf.train.FloatList(value=np.ravel(patch).astype(np.float32))),
-        "source": tf.train.Feature(bytes_list=tf.train.BytesList(value=[source])),
-        "position": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(p) for p in position])),
-    }
-    if label is not None:
-        feature["label"] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)]))
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
 def load_metadata(data_dir: str) -> dict:
@@ -135,30 +122,26 @@ def write_data_dir(data_dir: str, patches: Dict[str, np.ndarray], *, patch_size:
 
     For tests and benchmarks of later stages that need DATA/ of known content (e.g. patches drawn from a
     known dictionary). ``patches`` maps split -> ``(n, P*P*C)`` float array; ``labels`` split -> ``(n,)``.
+    The records are encoded by the same code as ``ufl preprocess``'s (records.py).
     """
+    from ufl.pipeline.records import serialize_examples, write_tfrecord_gz
+
     tf.io.gfile.makedirs(data_dir)
     counts = {}
     for split, array in patches.items():
         array = np.asarray(array, dtype=np.float32).reshape(len(array), -1)
-        split_labels = None if labels is None else np.asarray(labels[split])
+        split_labels = None if labels is None else np.asarray(labels[split], np.int64)
         counts[split] = int(len(array))
         for shard in range(num_shards):
-            path = os.path.join(data_dir, shard_name(split, shard, num_shards))
-            with tf.io.TFRecordWriter(path, options=COMPRESSION) as writer:
-                for index in range(shard, len(array), num_shards):
-                    label = None if split_labels is None else int(split_labels[index])
-                    writer.write(encode_example(array[index], f"{source}#{index}".encode(), (0, 0), label))
+            rows = np.arange(shard, len(array), num_shards)
+            records = serialize_examples(array[rows], [f"{source}#{index}".encode() for index in rows],
+                                         np.zeros((len(rows), 2), np.int64),
+                                         None if split_labels is None else split_labels[rows])
+            write_tfrecord_gz(os.path.join(data_dir, shard_name(split, shard, num_shards)), records)
     np.savez(os.path.join(data_dir, STATS_FILE), **(stats or {}))
-    metadata = {
-        "schema_version": SCHEMA_VERSION,
-        "patch_size": [int(patch_size[0]), int(patch_size[1])],
-        "channels": int(channels),
-        "has_labels": labels is not None,
-        "counts": {"images_read": sum(counts.values()), "images_rejected": 0, "patches": counts},
-        "normalization": normalization or {"steps": []},
-        "source": source,
-    }
-    if labels is not None:
-        metadata["num_classes"] = int(max(int(np.max(v)) for v in labels.values()) + 1)
+    num_classes = None if labels is None else int(max(int(np.max(v)) for v in labels.values()) + 1)
+    metadata = data_metadata(patch_size=patch_size, channels=channels,
+                             counts={"images_read": sum(counts.values()), "images_rejected": 0, "patches": counts},
+                             normalization=normalization or {"steps": []}, source=source, num_classes=num_classes)
     with tf.io.gfile.GFile(os.path.join(data_dir, METADATA_FILE), "w") as handle:
         json.dump(metadata, handle, indent=2)

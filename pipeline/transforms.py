@@ -45,7 +45,16 @@ def usable_batches(source: Source, unit, options: ExtractOptions):
 
 def select(batch: ImageBatch, mask: np.ndarray) -> ImageBatch:
     labels = None if batch.labels is None else batch.labels[mask]
-    return ImageBatch([uri for uri, keep in zip(batch.uris, mask) if keep], batch.images[mask], labels)
+    return ImageBatch([uri for uri, keep in zip(batch.uris, mask) if keep], batch.images[mask], labels,
+                      batch.split)
+
+
+def held_out(batch: ImageBatch, eval_split: str, eval_fraction: float) -> np.ndarray:
+    """bool ``(n,)``: which images of ``batch`` go to eval: the source's own test images with
+    ``eval_split="source"``, else the ``eval_fraction`` picked by the stable hash of their uris."""
+    if eval_split == "source":
+        return np.full(len(batch.uris), batch.split == "test")
+    return is_eval(batch.uris, eval_fraction)
 
 
 class UnitMomentsFn(beam.DoFn):
@@ -56,8 +65,9 @@ class UnitMomentsFn(beam.DoFn):
     """
 
     def __init__(self, source: Source, options: ExtractOptions, *, eval_fraction: float, steps: Sequence[str],
-                 contrast_epsilon: float, with_scatter: bool):
+                 contrast_epsilon: float, with_scatter: bool, eval_split: str = "hash"):
         self.source, self.options, self.eval_fraction = source, options, eval_fraction
+        self.eval_split = eval_split
         self.steps, self.contrast_epsilon, self.with_scatter = tuple(steps), contrast_epsilon, with_scatter
 
     def process(self, element, stats=None):
@@ -65,7 +75,7 @@ class UnitMomentsFn(beam.DoFn):
         moments = Moments()
         with single_threaded_blas():
             for batch in usable_batches(self.source, unit, self.options)[0]:
-                train = select(batch, ~is_eval(batch.uris, self.eval_fraction))
+                train = select(batch, ~held_out(batch, self.eval_split, self.eval_fraction))
                 if train.uris:
                     block = extract_patches(train.images, train.uris, self.options).patches
                     block = normalize_block(block, self.steps, stats or {}, self.contrast_epsilon, np.float64)
@@ -105,8 +115,9 @@ class WriteShardFn(beam.DoFn):
     """(shard, units) -> writes ``{split}-<shard>-of-N.tfrecord.gz``; yields the shard's summary dict."""
 
     def __init__(self, source: Source, options: ExtractOptions, *, eval_fraction: float, steps: Sequence[str],
-                 contrast_epsilon: float, out_dir: str, num_shards: int):
+                 contrast_epsilon: float, out_dir: str, num_shards: int, eval_split: str = "hash"):
         self.source, self.options, self.eval_fraction = source, options, eval_fraction
+        self.eval_split = eval_split
         self.steps, self.contrast_epsilon = tuple(steps), contrast_epsilon
         self.out_dir, self.num_shards = out_dir, num_shards
         self.counters = {name: Metrics.counter("ufl", name) for name in
@@ -137,8 +148,8 @@ class WriteShardFn(beam.DoFn):
                     summary["image_shapes"].append(shape)
                 if batch.labels is not None and len(batch.labels):
                     summary["max_label"] = max(summary["max_label"], int(batch.labels.max()))
-                held_out = is_eval(batch.uris, self.eval_fraction)
-                for split, mask in (("train", ~held_out), ("eval", held_out)):
+                to_eval = held_out(batch, self.eval_split, self.eval_fraction)
+                for split, mask in (("train", ~to_eval), ("eval", to_eval)):
                     if mask.any():
                         self.write_split(writers[split], select(batch, mask), stats, needs_stats, summary, split)
         for writer in writers.values():
@@ -154,7 +165,8 @@ class WriteShardFn(beam.DoFn):
         patches = normalize_block(block.patches, self.steps, stats, self.contrast_epsilon)
         sources = [batch.uris[i].encode("utf-8") for i in block.image_index]
         labels = None if batch.labels is None else batch.labels[block.image_index]
-        writer.write(serialize_examples(patches, sources, block.positions, labels))
+        source_split = None if batch.split is None else batch.split.encode("utf-8")
+        writer.write(serialize_examples(patches, sources, block.positions, labels, source_split))
         summary["patches"][split] += len(patches)
         self.counters[f"patches_{split}"].inc(len(patches))
 

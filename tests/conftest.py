@@ -31,3 +31,13 @@ def mirrored_strategy():
 
     devices = [device.name for device in tf.config.list_logical_devices("CPU")][:2]
     return choose_strategy("mirrored", devices=devices)
+
+
+@pytest.fixture
+def shared_datasets(monkeypatch):
+    """``UFL_DATASETS`` pointed at the shared data folder (the full MNIST and Fashion-MNIST); skips without it."""
+    if not (os.path.isfile(os.path.join(SHARED_DATA, "mnist.npz"))
+            and os.path.isdir(os.path.join(SHARED_DATA, "fashion-mnist"))):
+        pytest.skip(f"the full MNIST and Fashion-MNIST are not in {SHARED_DATA} (set up beside the repository)")
+    monkeypatch.setenv("UFL_DATASETS", SHARED_DATA)
+    return SHARED_DATA

@@ -1,6 +1,6 @@
 """The RUN/ contract on disk: where ``ufl train`` puts things, and how later stages rebuild a trained model.
 
-RUN/ holds (see ../shared/DESIGN.md):
+RUN/ holds (see docs/contracts.md):
   config.json            the fully resolved TrainConfig (preset + overrides)
   data/metadata.json     a copy of DATA/metadata.json (sample shape, normalization, source)
   data/stats.npz         a copy of DATA/stats.npz (the normalization statistics)

@@ -213,7 +213,7 @@ def kind_specs():
 def test_every_model_kind_exports_and_serves_its_in_process_codes(kind, spec, side, steps, extract, tmp_path):
     rng = np.random.default_rng(0)
     raw = rng.random((80, side * side), dtype=np.float32)
-    _, run_dir = make_run(str(tmp_path), spec, raw, patch_size=side, steps=steps, source="builtin:mnist",
+    _, run_dir = make_run(str(tmp_path), spec, raw, patch_size=side, steps=steps, source="builtin:mnist10k",
                           extra_metadata={"extract": extract})
     path = export_run(ExportConfig(run=run_dir, model_base=str(tmp_path / "M"), name=kind.replace("_", "-"),
                                    warmup_requests=1))

@@ -106,7 +106,7 @@ def test_ufl_train_export_serve_round_trip(tmp_path):
         images = archive["images"][chosen].reshape(len(chosen), -1).astype(np.float32) / 255.0
     data, run, models = (str(tmp_path / name) for name in ("data", "run", "models"))
     write_data_dir(data, {"train": images[:256], "eval": images[256:]}, patch_size=(28, 28), channels=1,
-                   source="builtin:mnist")
+                   source="builtin:mnist10k")
     assert main(["train", "dense-ae", "--data", data, "--out", run, "--epochs", "1", "--batch-size", "64"]) == 0
     assert main(["export", run, "--model-base", models, "--name", "digits"]) == 0
     version_dir = os.path.join(models, "digits", "1")

@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 from ufl.config import ConfigError, PreprocessConfig
+from ufl.errors import RejectionError
 from ufl.pipeline import fit_statistics, load_images, load_metadata, load_stats, preprocess, read_patches
 from ufl.pipeline.normalize import apply_normalization
 from ufl.pipeline.patches import ExtractOptions, extract_patches, is_eval
@@ -185,11 +186,11 @@ def test_too_many_rejections_fail_without_a_complete_data_dir(tmp_path):
         (folder / name).write_bytes(b"")
     from PIL import Image
     Image.fromarray(np.zeros((16, 16), np.uint8)).save(folder / "ok.png")
-    with pytest.raises(ConfigError, match=r"3 of 4 inputs of images:.* were rejected, more than "
+    with pytest.raises(RejectionError, match=r"3 of 4 inputs of images:.* were rejected, more than "
                                           r"--max-reject-fraction 0.5 .*empty file \(0 bytes\)"):
         run(tmp_path / "data", source=f"images:{folder}/*", eval_fraction=0.0, normalize="none")
     assert not (tmp_path / "data").exists()
-    with pytest.raises(ConfigError, match=r"gave no training patches \(0 of 1 inputs rejected\)"):
+    with pytest.raises(RejectionError, match=r"gave no training patches \(0 of 1 inputs rejected\)"):
         run(tmp_path / "data", source=f"images:{folder}/ok.png", eval_fraction=0.0, normalize="none", min_std=0.1)
 
 

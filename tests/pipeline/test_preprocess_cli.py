@@ -30,12 +30,27 @@ def test_cli_writes_data_and_prints_counters(tmp_path, capsys):
     (["--source", "images:/nonexistent/ufl/*.png"], "matches no files"),
     (["--source", "builtin:natural", "--normalize", "zca,whiten"], "normalize step 'whiten' is invalid"),
     (["--source", "builtin:natural", "stray"], "argument 'stray' is invalid; pass Beam options as --name=value"),
+    (["--source", "builtin:natural", "--patch-szie", "8"],
+     "option --patch-szie is not an option of ufl preprocess or of Beam; did you mean --patch-size?"),
+    (["--source", "builtin:natural", "--direct_num_worker=1"],
+     "option --direct_num_worker is not an option of ufl preprocess or of Beam; did you mean --direct_num_workers?"),
+    (["--source", "builtin:natural", "--runner", "DirectRunner", "--dask_client_adress=127.0.0.1:8786"],
+     "option --dask_client_adress is not an option of ufl preprocess or of Beam; did you mean "
+     "--dask_client_address?"),
 ])
 def test_bad_arguments_exit_2_with_one_line(tmp_path, capsys, args, message):
     assert main(["preprocess", "--out", str(tmp_path / "data")] + args) == 2
     error = capsys.readouterr().err
     assert message in error and error.count("\n") == 1
     assert not (tmp_path / "data").exists()
+
+
+def test_beam_options_in_both_spellings_reach_beam(tmp_path):
+    out = tmp_path / "digits"
+    assert main(["preprocess", "--source", "builtin:digits", "--extract", "full", "--normalize", "none",
+                 "--out", str(out), "--num-shards", "1", "--runner", "DirectRunner",
+                 "--direct_running_mode", "in_memory", "--direct_num_workers=1", "--save_main_session"]) == 0
+    assert (out / "metadata.json").exists()
 
 
 def test_existing_complete_data_dir_needs_overwrite(tmp_path, capsys):

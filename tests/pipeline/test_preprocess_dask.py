@@ -22,6 +22,8 @@ def test_dask_runner_writes_the_same_files_as_the_direct_runner(tmp_path):
                               ["--runner=apache_beam.runners.dask.dask_runner.DaskRunner",
                                f"--dask_client_address={cluster.scheduler_address}"])
     assert metadata["counts"]["images_read"] == 1797
+    shard_files = [f for f in os.listdir(on_dask) if f.endswith(".tfrecord.gz")]
+    assert metadata["counts"]["shards_written"] == len(shard_files) == 4  # 2 train + 2 eval
     names = sorted(f for f in os.listdir(direct) if f.endswith((".gz", ".npz", ".jsonl")))
     assert names == sorted(f for f in os.listdir(on_dask) if f.endswith((".gz", ".npz", ".jsonl")))
     for name in names:

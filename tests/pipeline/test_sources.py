@@ -20,7 +20,7 @@ def read_all(spec, **kwargs):
 @pytest.mark.parametrize("spec, shape, labelled", [
     ("builtin:digits", (1797, 8, 8, 1), True),
     ("builtin:faces", (100, 25, 25, 1), False),
-    ("builtin:mnist", (10000, 28, 28, 1), True),
+    ("builtin:mnist10k", (10000, 28, 28, 1), True),
 ])
 def test_builtin_arrays(spec, shape, labelled):
     images, labels = load_images(spec)
@@ -149,3 +149,35 @@ def test_array_of_the_wrong_layout_fails_before_any_work(tmp_path):
     with pytest.raises(ConfigError, match=r"array of shape \(2, 9, 8, 7\) in npy:.*channels_first.npy is not "
                                           r"N x H x W or N x H x W x C \(C = 1, 3 or 4\)"):
         open_source(f"npy:{tmp_path}/channels_first.npy").check()
+
+
+def test_tfds_dataset_offline_fails_in_one_line_without_downloading(tmp_path, monkeypatch):
+    import tensorflow_datasets as tfds
+
+    from ufl.errors import DataError
+    from ufl.pipeline import datasets
+
+    probed = []
+    monkeypatch.setattr(datasets, "is_online", lambda host, **kwargs: probed.append(host) and False)
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare",
+                        lambda *args, **kwargs: pytest.fail("a download was attempted offline"))
+    with pytest.raises(DataError, match=r"tfds dataset 'mnist' is not prepared in .* and its download host "
+                                        r"storage.googleapis.com cannot be reached \(offline\); .*--tfds-data-dir"):
+        load_images("tfds:mnist", tfds_data_dir=str(tmp_path))
+    assert probed == ["storage.googleapis.com"]
+
+
+def test_npz_in_keras_layout_keeps_its_split(tmp_path):
+    rng = np.random.default_rng(1)
+    arrays = {"x_train": rng.integers(0, 256, (7, 5, 6), dtype=np.uint8), "y_train": np.arange(7) % 3,
+              "x_test": rng.integers(0, 256, (3, 5, 6), dtype=np.uint8), "y_test": np.array([2, 1, 0])}
+    np.savez(tmp_path / "keras.npz", **arrays)
+    source = open_source(f"npz:{tmp_path}/keras.npz")
+    source.check()
+    assert source.split_names == ("train", "test") and source.has_labels
+    test_images, test_labels = load_images(f"npz:{tmp_path}/keras.npz", split="test")
+    np.testing.assert_allclose(test_images[..., 0], arrays["x_test"] / 255.0, rtol=1e-6)
+    np.testing.assert_array_equal(test_labels, [2, 1, 0])
+    batches, _ = read_all(f"npz:{tmp_path}/keras.npz")
+    assert [(b.split, b.uris[0]) for b in batches] == [("train", f"npz:{tmp_path}/keras.npz/train#00000000"),
+                                                       ("test", f"npz:{tmp_path}/keras.npz/test#00000000")]

@@ -30,7 +30,7 @@ def mnist(tmp_path_factory):
     data_dir = str(tmp_path_factory.mktemp("mnist") / "data")
     write_data_dir(data_dir, {"train": images[:N_TRAIN], "eval": images[N_TRAIN:]}, patch_size=(28, 28),
                    channels=1, labels={"train": labels[:N_TRAIN], "eval": labels[N_TRAIN:]},
-                   source="builtin:mnist")
+                   source="builtin:mnist10k")
     return {"dir": data_dir, "train": images[:N_TRAIN], "eval": images[N_TRAIN:], "eval_labels": labels[N_TRAIN:]}
 
 

@@ -76,7 +76,7 @@ def test_evaluate_cnn_branch_trains_both_presets_with_the_loop_and_prints_the_ta
     data_dir, workdir = str(tmp_path / "DATA"), str(tmp_path / "cnn")
     flat = images.reshape(len(images), -1)
     write_data_dir(data_dir, {"train": flat[:600], "eval": flat[600:]}, patch_size=(28, 28), channels=1,
-                   labels={"train": labels[:600], "eval": labels[600:]}, source="builtin:mnist")
+                   labels={"train": labels[:600], "eval": labels[600:]}, source="builtin:mnist10k")
     # jit_compile=false: compiling the CNN with XLA takes longer than the steps this test runs.
     assert cli.main(["evaluate", "cnn-branch", "--data", data_dir, "--workdir", workdir, "--epochs", "3",
                      "--set", "batch_size=50", "--set", "optimizer.learning_rate=0.05", "--set", "jit_compile=false",

@@ -24,7 +24,7 @@ def mnist_data(tmp_path_factory):
         images = archive["images"][keep].reshape(768, -1).astype(np.float32) / 255.0
     data_dir = str(tmp_path_factory.mktemp("mnist") / "DATA")
     write_data_dir(data_dir, {"train": images[:640], "eval": images[640:]}, patch_size=(28, 28), channels=1,
-                   source="builtin:mnist")
+                   source="builtin:mnist10k")
     return data_dir, images[640:]
 
 

@@ -4,7 +4,7 @@ import importlib
 
 EPILOG = """examples:
   ufl evaluate linear-probe --run work/run --data builtin:digits
-  ufl evaluate linear-probe --model-dir work/models/digits --data builtin:mnist --json
+  ufl evaluate linear-probe --model-dir work/models/digits --data builtin:mnist10k --json
   ufl evaluate linear-probe --run work/fashion-run --data builtin:fashion-mnist --split source
   ufl evaluate linear-probe --run work/run --data builtin:fashion-mnist --max-images 10000
 """

@@ -3,7 +3,7 @@ import argparse
 
 EPILOG = """examples:
   ufl features --server 127.0.0.1:8500 --model digits --source builtin:digits --out digits.npy
-  ufl features --model-dir work/models/digits --source builtin:mnist --out mnist.npy
+  ufl features --model-dir work/models/digits --source builtin:mnist10k --out mnist.npy
   ufl features --model-dir work/models/digits --source npz:big.npz:images --out feats/part --beam \\
       -- --runner DirectRunner --direct_num_workers 2
 

@@ -7,7 +7,8 @@ from typing import Optional, Tuple
 from ufl.config.base import ConfigError, require, require_choice
 
 SOURCE_SCHEMES = ("builtin", "images", "npy", "npz", "mat", "tfds")
-BUILTIN_SOURCES = ("natural", "digits", "faces", "mnist")
+BUILTIN_SOURCES = ("natural", "digits", "faces", "mnist10k", "mnist", "fashion-mnist")
+EVAL_SPLITS = ("hash", "source")
 EXTRACT_MODES = ("random", "grid", "center", "full")
 COLOR_MODES = ("gray", "rgb")
 NORMALIZATION_STEPS = ("none", "scale", "contrast", "mean", "zca", "variance")
@@ -39,7 +40,9 @@ class PreprocessConfig:
       stride: step between grid patches with ``extract="grid"`` (> 0; default: patch_size).
       min_std: drop patches whose pixel standard deviation (in [0,1] units) is below it (>= 0).
       eval_fraction: fraction of sources put in the eval split, by a stable hash of the source uri,
-        in [0, 1).
+        in [0, 1) (with ``eval_split="hash"``).
+      eval_split: how images are held out for eval: ``hash`` (``eval_fraction`` of them, by a stable hash
+        of their uri) or ``source`` (the source's own test images, e.g. MNIST's 10,000).
       normalize: normalization steps in order, from ``none|scale|contrast|mean|zca|variance``.
       zca_epsilon: regularizer added to the covariance eigenvalues before whitening (> 0).
       target_variance: pixel variance of the patches after the ``variance`` step (> 0; default 1.0).
@@ -59,6 +62,7 @@ class PreprocessConfig:
     stride: Optional[int] = None
     min_std: float = 0.0
     eval_fraction: float = 0.1
+    eval_split: str = "hash"
     normalize: Tuple[str, ...] = ("contrast", "zca")
     zca_epsilon: float = 0.01
     target_variance: float = 1.0
@@ -106,6 +110,7 @@ class PreprocessConfig:
         require(self.min_std >= 0, "min_std", self.min_std, "use --min-std >= 0")
         require(0.0 <= self.eval_fraction < 1.0, "eval_fraction", self.eval_fraction,
                 "use --eval-fraction in [0, 1), e.g. 0.1")
+        require_choice("eval_split", self.eval_split, EVAL_SPLITS)
         require(self.zca_epsilon > 0, "zca_epsilon", self.zca_epsilon, "use --zca-epsilon > 0")
         require(self.target_variance > 0, "target_variance", self.target_variance,
                 "use --target-variance > 0, e.g. 0.0005 for the sparse-coding-demo preset")
