@@ -84,3 +84,23 @@ def test_a_given_split_trains_on_its_train_images_and_scores_its_test_images(dig
     assert result["feature_accuracy"] < 0.3 and result["raw_accuracy"] > 0.9
     assert linear_probe(images, labels, lambda x: leak)["feature_accuracy"] > 0.5  # stratified: it leaks
 
+
+
+def test_source_split_keeps_the_sources_own_test_images(shared_datasets):
+    from ufl.export.evaluate import source_split
+
+    images, labels, (train, test) = source_split("builtin:mnist", max_images=200)
+    assert (len(train), len(test)) == (200, 10000) and images.shape == (10200, 28, 28, 1)
+    assert np.bincount(labels[train]).min() >= 15  # a stratified subset of the training digits
+    from ufl.pipeline import load_images
+
+    test_images, test_labels = load_images("builtin:mnist", split="test")
+    np.testing.assert_array_equal(images[test], test_images)
+    np.testing.assert_array_equal(labels[test], test_labels)
+
+
+def test_source_split_refuses_a_source_without_its_own_split():
+    from ufl.export.evaluate import source_split
+
+    with pytest.raises(ConfigError, match="has no split 'train' of its own"):
+        source_split("builtin:digits")
