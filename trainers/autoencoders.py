@@ -461,7 +461,8 @@ PRESETS = [
         reference={"eval_loss": 0.09, "epochs": 50,
                    "source": "F. Chollet, 'Building Autoencoders in Keras', The Keras Blog, 2016 "
                              "(MNIST 60k/10k, the test digits as validation: 'a stable train/validation loss of about "
-                             "0.09' after 50 epochs; 0.09-0.10 with Keras 2's adadelta)"}),
+                             "0.09' after 50 epochs; 0.09-0.10 with Keras 2's adadelta)"},
+        full_run="45 s of ufl train (2 CPU cores shared with other jobs, load average 5)"),
     Preset(
         name="deep-sparse-ae",
         description="784-256-128-64-32-16 + mirrored decoder, ReLU, MSE + 0.001 mean|activations| (L1), "
@@ -472,7 +473,8 @@ PRESETS = [
         data=FASHION_FULL,
         reference={"eval_reconstruction_error": 0.032, "epochs": 25,
                    "source": "S. R. Rath, 'Sparse Autoencoders using L1 Regularization with PyTorch', "
-                             "DebuggerCafe, 2020 (Fashion-MNIST 60k/10k, validation MSE after 25 epochs)"}),
+                             "DebuggerCafe, 2020 (Fashion-MNIST 60k/10k, validation MSE after 25 epochs)"},
+        full_run="16 min (2 CPU cores shared with other jobs, load average 12-16)"),
     Preset(
         name="deep-sparse-ae-kl",
         description="the deep sparse autoencoder with the KL-divergence penalty instead of L1: sigmoid "
@@ -484,7 +486,8 @@ PRESETS = [
         data=FASHION_FULL,
         reference={"source": "the KL-divergence penalty the L1 reference names as its next step "
                              "(S. R. Rath, 'Sparse Autoencoders using KL Divergence with PyTorch', DebuggerCafe, "
-                             "2020); Ng, 'Sparse autoencoder', CS294A notes, 2011"}),
+                             "2020); Ng, 'Sparse autoencoder', CS294A notes, 2011"},
+        full_run="not measured; the network and data of deep-sparse-ae (16 min)"),
     Preset(
         name="denoising-ae",
         description="784-512(relu)-784(sigmoid) denoising autoencoder: Gaussian noise (std 0.5) on the "
@@ -496,7 +499,8 @@ PRESETS = [
         data=MNIST_FULL,
         reference={"source": "Vincent, Larochelle, Bengio & Manzagol, 'Extracting and composing robust "
                              "features with denoising autoencoders', ICML 2008; noise factor 0.5 as in the "
-                             "Keras blog's denoising example (qualitative: digits recovered from the noise)"}),
+                             "Keras blog's denoising example (qualitative: digits recovered from the noise)"},
+        full_run="not measured on the full MNIST"),
     Preset(
         name="stacked-ae",
         description="784-128-64 ReLU trained greedily (50 epochs per layer: binary cross-entropy with a sigmoid "
@@ -509,7 +513,8 @@ PRESETS = [
         reference={"eval_accuracy": 0.978, "epochs": 200,
                    "source": "stacked autoencoder on MNIST (784-128-64 + softmax, Keras, RMSprop, batch 256, "
                              "50 epochs per greedy layer, 50 for the softmax, 50 of fine-tuning; 60k/10k "
-                             "with 10% of train for validation): 97.8% test accuracy"}),
+                             "with 10% of train for validation): 97.8% test accuracy"},
+        full_run="8 min (2 CPU cores shared with other jobs, load average 4-16)"),
     Preset(
         name="stacked-ae-scratch",
         description="the stacked-ae network (784-128-64 ReLU + softmax) trained from scratch with labels for "
@@ -517,5 +522,6 @@ PRESETS = [
         model={**STACKED, "pretrain_epochs": 0, "classifier_epochs": 0},
         train={"epochs": 50, "batch_size": 256, "optimizer": RMSPROP},
         data=MNIST_FULL,
-        reference={"source": "baseline of stacked-ae: the same network and fine-tuning budget, random init"}),
+        reference={"source": "baseline of stacked-ae: the same network and fine-tuning budget, random init"},
+        full_run="5 min (2 CPU cores shared with other jobs, load average 12-16)"),
 ]

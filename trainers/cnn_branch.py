@@ -204,6 +204,7 @@ PRESETS = [
         train={"epochs": 30, "batch_size": 500, "optimizer": _SGD},
         data=_MNIST_50K,
         reference={"epoch_1_accuracy": 0.5675, "epoch_30_accuracy": 0.9676, "source": REFERENCE["source"]},
+        full_run="32 min with --set jit_compile=false (2 CPU cores shared with other jobs, load average 12-16)"
     ),
     Preset(
         name="cnn-branch",
@@ -213,5 +214,6 @@ PRESETS = [
         train={"epochs": 30, "batch_size": 500, "optimizer": _SGD},
         data=_MNIST_50K,
         reference={"epoch_1_accuracy": 0.7251, "epoch_30_accuracy": 0.9603, "source": REFERENCE["source"]},
+        full_run="40 min with --set jit_compile=false (2 CPU cores shared with other jobs, load average 12-16)"
     ),
 ]

@@ -325,6 +325,7 @@ PRESETS = [
                                    "conv 3x3x1 sigmoid; rmsprop, binary cross-entropy, batch 256, 10 epochs",
                    "note": "the reference shows reconstructions and first-layer feature maps, no loss figure",
                    "source": "Keras convolutional autoencoder on MNIST 60k/10k (validation on the test digits)"},
+        full_run="30 min with --set jit_compile=false (2 CPU cores shared with other jobs, load average 12-16)"
     ),
     Preset(
         name="tied-conv-ae",
@@ -339,5 +340,6 @@ PRESETS = [
                                    "dense 512 / upsample / tied transposed conv",
                    "note": "the reference publishes reconstructions, not a loss figure; ours reports MSE",
                    "source": "Lasagne tied-weight convolutional autoencoder on MNIST (Theano/Lasagne, 2015)"},
+        full_run="not measured on the full MNIST"
     ),
 ]

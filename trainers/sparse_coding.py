@@ -353,6 +353,7 @@ PRESETS = [
                    "ICML 2009 (algorithm; batch 256 and 256 atoms on 12x12 natural patches, lambda "
                    "1.2/sqrt(m) for unit-norm patches, scaled here to whitened patches); SPAMS trainDL as "
                    "the reference implementation (benchmarks/dictionary_learning.py)"},
+        full_run="about 20 s of ufl train (2 CPU cores)",
     ),
     Preset(
         name="sparse-coding-demo",
@@ -387,5 +388,6 @@ PRESETS = [
                    "data": "patches.mat from Olshausen's whitened IMAGES.mat; here ZCA-whitened builtin:natural "
                    "patches rescaled to pixel variance 0.0005, the scale at which the RMSprop inference gives "
                    "sparse codes (README, section Sparse coding)"},
+        full_run="about 50 s of ufl train (2 busy CPU cores)",
     ),
 ]

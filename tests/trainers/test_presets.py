@@ -141,3 +141,10 @@ def test_presets_name_no_folder_outside_the_repository_and_no_issue(name):
     text = repr(all_presets()[name])
     assert "../shared" not in text and "/work/" not in text
     assert not re.search(r"issue \d", text)
+
+
+def test_every_preset_says_how_long_its_full_run_takes():
+    listing = describe_presets()
+    for name, preset in all_presets().items():
+        assert preset.full_run, name
+        assert f"full run:  {preset.full_run}" in listing
