@@ -144,7 +144,11 @@ def test_presets_name_no_folder_outside_the_repository_and_no_issue(name):
 
 
 def test_every_preset_says_how_long_its_full_run_takes():
+    from ufl.trainers import presets
+
     listing = describe_presets()
     for name, preset in all_presets().items():
+        if name in presets._REGISTERED:  # registered at run time by tests and extensions
+            continue
         assert preset.full_run, name
         assert f"full run:  {preset.full_run}" in listing
