@@ -84,9 +84,10 @@ def linear_probe(images: np.ndarray, labels: np.ndarray, encode: Callable[[np.nd
     labels = np.asarray(labels)
     train, test = split if split is not None else stratified_split(labels, test_size=test_size, seed=seed)
     started = time.perf_counter()
-    features = np.asarray(encode(images), np.float64).reshape(len(images), -1)
+    # float32 (the solver takes it as is): 70,000 images of 8,192 pooled features are 2.3 GB, twice that in float64.
+    features = np.asarray(encode(images), np.float32).reshape(len(images), -1)
     feature_seconds = time.perf_counter() - started
-    raw = np.asarray(images, np.float64).reshape(len(images), -1)
+    raw = np.asarray(images, np.float32).reshape(len(images), -1)
     feature_accuracy, feature_fit = fit_probe(features, labels, train, test, C=C, max_iter=max_iter)
     raw_accuracy, raw_fit = fit_probe(raw, labels, train, test, C=C, max_iter=max_iter)
     return {

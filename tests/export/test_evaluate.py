@@ -104,3 +104,16 @@ def test_source_split_refuses_a_source_without_its_own_split():
 
     with pytest.raises(ConfigError, match="has no split 'train' of its own"):
         source_split("builtin:digits")
+
+
+def test_the_probe_keeps_features_in_float32(digits, monkeypatch):
+    # Pooled features of a full dataset are gigabytes: a float64 copy doubles them.
+    import ufl.export.evaluate as evaluate
+
+    seen = []
+    real_fit = evaluate.fit_probe
+    monkeypatch.setattr(evaluate, "fit_probe", lambda features, *a, **k: seen.append(features.dtype) or
+                        real_fit(features, *a, **k))
+    images, labels = digits
+    result = evaluate.linear_probe(images, labels, lambda x: x.reshape(len(x), -1).astype(np.float64))
+    assert seen == [np.float32, np.float32] and result["raw_accuracy"] > 0.9
