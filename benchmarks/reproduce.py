@@ -1,162 +1,203 @@
-"""Full-size reproductions of issue 5's experiments, each printed beside its published figure.
+"""The reference experiments on their own data, each printed beside its published figure.
 
-Every experiment goes through the CLI, each step in its own process: ``ufl preprocess`` (the preset's data
-recipe; DATA/ shared between presets with the same recipe), ``ufl train PRESET`` (rerunning resumes a
-stopped run), then the figures are read from RUN/metrics.json; ``ufl evaluate linear-probe`` adds probe
-accuracies for some encoders and ``ufl evaluate cnn-branch`` runs the CNN comparison. Each experiment prints
-one line (ours beside the reference); the end prints one JSON line with everything and, with ``--markdown``,
-writes the results table used in README.
+Every preset is trained by ``ufl train`` (each step in its own process; rerunning with the same
+``--workdir`` resumes stopped runs and reuses finished ones) on the data its reference used, scored on the
+original test set:
 
-Our data differs from the references': ``builtin:mnist`` is a 10,000-digit subset of MNIST (train/eval split
-by ``ufl preprocess --eval-fraction``, not the official 60k/10k), and Fashion-MNIST's 70,000 images are split by
-``ufl preprocess``'s stable hash of each image's id (about 60k/10k, not the official split).
+- MNIST (``builtin:mnist``): the 10,000 test digits are the eval split; the training digits are the
+  reference's: all 60,000 (dense-ae, conv-ae), the first 54,000 (stacked-ae: Keras' ``validation_split=0.1``
+  keeps the last 10% for validation), the first 50,000 (the Lasagne CNNs keep the last 10,000 for
+  validation);
+- Fashion-MNIST (``builtin:fashion-mnist``): its official 60,000 / 10,000 split.
 
-  benchmarks/reproduce.py                         # every experiment, full size (hours on 2 CPU cores)
-  benchmarks/reproduce.py --only dense-ae stacked-ae stacked-ae-scratch --markdown results.md
-  benchmarks/reproduce.py --epochs 2              # a quick pass over everything (figures not comparable)
+DATA/ holds whole images as raw pixels in [0, 1], what ``ufl preprocess --extract full --normalize none
+--eval-split source`` writes, with the training split cut to the reference's. Linear probes go through
+``ufl evaluate linear-probe --split source`` (train split → test split). The datasets are found as the CLI
+finds them (``UFL_DATASETS``, Keras' cache, ...).
+
+  benchmarks/reproduce.py --workdir work/reproduce                     # everything (hours on 2 CPU cores)
+  benchmarks/reproduce.py --workdir W --only stacked-ae stacked-ae-scratch
+  benchmarks/reproduce.py --workdir W --readme --docs                  # also README's Results and docs/ figures
+  benchmarks/reproduce.py --workdir W --epochs 1                       # a quick pass (figures not comparable)
+
+Prints one line per experiment (ours beside the reference) and, at the end, one JSON line with everything.
 """
 from __future__ import annotations
 
 import argparse
-import hashlib
+import datetime
 import json
 import os
+import platform
+import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from typing import Callable, Dict, List, Optional
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-FASHION = next((p for p in ("/work/shared/data/fashion_mnist.npz",
-                            os.path.join(REPO, "..", "shared", "data", "fashion_mnist.npz")) if os.path.exists(p)),
-               os.path.join(REPO, "..", "shared", "data", "fashion_mnist.npz"))
-MNIST_NOTE = "10k-digit MNIST subset (ours: ~80/20 or 90/10 hash split) vs 60k/10k"
-FASHION_NOTE = "Fashion-MNIST 70k split ~60k/10k by ufl preprocess's hash, not the official split"
+DOCS = os.path.join(REPO, "docs", "reproduce")
+README = os.path.join(REPO, "README.md")
+
+#: DATA/ variants: source, training images kept (the first N of the source's train split, None: all).
+DATASETS = {"mnist": ("builtin:mnist", None), "mnist-54k": ("builtin:mnist", 54000),
+            "mnist-50k": ("builtin:mnist", 50000), "fashion-mnist": ("builtin:fashion-mnist", None)}
+
+#: The sparse-coding probe recipe (Coates & Ng's single-layer pipeline): patch side, atoms, grid stride,
+#: pooling regions per side, patches per training image.
+PROBE = {"patch_size": 6, "n_atoms": 256, "grid_stride": 2, "pool_grid": 4, "patches_per_image": 5}
 
 
-def _eval(key: str) -> Callable[[dict], Optional[float]]:
-    return lambda metrics: metrics.get("eval", {}).get(key)
+def _eval(key: str) -> Callable[[dict, str], Optional[float]]:
+    return lambda metrics, run_dir: metrics.get("eval", {}).get(key)
 
 
-#: preset -> figures: (label, reference value or text, how to read ours from metrics.json), data note,
-#: linear-probe source (or None).
+def _test_accuracy(metrics: dict, run_dir: str) -> float:
+    """Accuracy of a RUN/'s classifier on every MNIST test digit (the loop's eval drops a last partial batch)."""
+    import numpy as np
+
+    from ufl.pipeline import load_images
+    from ufl.trainers.run_dir import load_trained_model
+
+    images, labels = load_images("builtin:mnist", split="test")
+    classifier = load_trained_model(run_dir).model.classifier_model()
+    predictions = classifier.predict(images.reshape(len(images), -1), batch_size=1000, verbose=0).argmax(-1)
+    return float(np.mean(predictions == labels))
+
+
+#: preset -> data variant, figures (label, published value, how to read ours from metrics.json), extra
+#: ``ufl train`` options, the reference's data.
 EXPERIMENTS: Dict[str, dict] = {
-    "dense-ae": {"figures": [("val binary cross-entropy", 0.09, _eval("loss")),
-                             ("val MSE", None, _eval("reconstruction_error"))],
-                 "note": MNIST_NOTE, "probe": "builtin:mnist"},
-    "deep-sparse-ae": {"figures": [("val MSE", 0.032, _eval("reconstruction_error")),
-                                   ("val objective (MSE + L1)", None, _eval("loss"))],
-                       "note": FASHION_NOTE, "probe": "fashion"},
-    "deep-sparse-ae-kl": {"figures": [("code mean activation (target rho)", 0.05, _eval("mean_activation")),
-                                      ("val MSE", None, _eval("reconstruction_error"))],
-                          "note": FASHION_NOTE, "probe": "fashion"},
-    "denoising-ae": {"figures": [("val MSE from noisy input", None, _eval("reconstruction_error"))],
-                     "note": MNIST_NOTE, "probe": "builtin:mnist"},
-    "stacked-ae": {"figures": [("test accuracy", 0.978, _eval("accuracy"))], "note": MNIST_NOTE, "probe": None},
-    "stacked-ae-scratch": {"figures": [("test accuracy (no pretraining)", None, _eval("accuracy"))],
-                           "note": MNIST_NOTE, "probe": None},
-    "conv-ae": {"figures": [("val binary cross-entropy", 0.094, _eval("loss"))], "note": MNIST_NOTE,
-                "probe": "builtin:mnist"},
-    "tied-conv-ae": {"figures": [("val MSE", None, _eval("reconstruction_error"))], "note": MNIST_NOTE,
-                     "probe": "builtin:mnist"},
-    "foldiak": {"figures": [("mean activity (target p)", 0.05, _eval("sparsity")),
-                            ("mean |correlation| between units", "≈0", _eval("mean_abs_correlation"))],
-                "note": "patches of the built-in photos instead of the original's images", "probe": None},
-    "cnn-branch": {"figures": [], "note": MNIST_NOTE, "probe": None},
+    "stacked-ae": {"data": "mnist-54k", "figures": [("test accuracy", 0.978, _test_accuracy)],
+                   "reference_data": "MNIST 54k train (10% of 60k for validation) / 10k test"},
+    "stacked-ae-scratch": {"data": "mnist-54k",
+                           "figures": [("test accuracy, same network from scratch", None, _test_accuracy)],
+                           "reference_data": "as stacked-ae"},
+    "dense-ae": {"data": "mnist", "figures": [("val binary cross-entropy", "0.09–0.10", _eval("loss")),
+                                              ("val MSE", None, _eval("reconstruction_error"))],
+                 "reference_data": "MNIST 60k train / 10k test as validation"},
+    "conv-ae": {"data": "mnist", "figures": [("val binary cross-entropy", None, _eval("loss"))],
+                "train_options": ["--set", "jit_compile=false"],
+                "reference_data": "MNIST 60k train / 10k test as validation"},
+    "deep-sparse-ae": {"data": "fashion-mnist", "figures": [("val MSE", 0.032, _eval("reconstruction_error")),
+                                                            ("val objective (MSE + L1)", None, _eval("loss"))],
+                       "reference_data": "Fashion-MNIST 60k / 10k (official split)"},
 }
+CNN = {"standard": (0.5675, 0.9676), "modified": (0.7251, 0.9603)}
 
 
-def ufl(*arguments: str, log: str) -> subprocess.CompletedProcess:
-    """Runs ``python -m ufl.cli ARGUMENTS`` in its own process, appending its output to ``log``."""
-    command = [sys.executable, "-m", "ufl.cli", *arguments]
-    with open(log, "a", encoding="utf-8") as handle:
-        handle.write("$ ufl " + " ".join(arguments) + "\n")
-        handle.flush()
-        result = subprocess.run(command, stdout=subprocess.PIPE, stderr=handle, text=True, cwd=REPO)
-        handle.write(result.stdout)
-    return result
+class Runner:
+    """Runs ``ufl`` commands in their own processes, logging to WORKDIR/reproduce.log."""
 
+    def __init__(self, workdir: str):
+        self.workdir = workdir
+        self.log = os.path.join(workdir, "reproduce.log")
 
-def data_options(recipe: dict) -> List[str]:
-    options = []
-    for key, value in recipe.items():
-        if key == "source" or value is None:
-            continue
-        options += [f"--{key.replace('_', '-')}", ",".join(map(str, value)) if isinstance(value, (list, tuple))
-                    else str(value)]
-    return options
-
-
-def resolve_source(source: str) -> str:
-    return f"npz:{FASHION}" if "fashion_mnist.npz" in source else source
-
-
-def prepare_data(preset, workdir: str, log: str) -> str:
-    """DATA/ of the preset's recipe (made once per distinct recipe)."""
-    recipe = dict(preset.data)
-    source = resolve_source(recipe.pop("source"))
-    key = json.dumps([source, recipe], sort_keys=True)
-    data_dir = os.path.join(workdir, "data-" + hashlib.sha1(key.encode()).hexdigest()[:10])
-    if not os.path.exists(os.path.join(data_dir, "metadata.json")):
-        result = ufl("preprocess", "--source", source, "--out", data_dir, *data_options(recipe), log=log)
+    def ufl(self, *arguments: str) -> str:
+        command = [sys.executable, "-m", "ufl.cli", *arguments]
+        with open(self.log, "a", encoding="utf-8") as handle:
+            handle.write("$ ufl " + " ".join(arguments) + "\n")
+            handle.flush()
+            result = subprocess.run(command, stdout=subprocess.PIPE, stderr=handle, text=True, cwd=REPO)
+            handle.write(result.stdout)
         if result.returncode != 0:
-            raise RuntimeError(f"ufl preprocess failed for {preset.name} (see {log})")
+            raise RuntimeError(f"'ufl {' '.join(arguments[:2])}' failed with exit code {result.returncode} "
+                               f"(see {self.log})")
+        return result.stdout
+
+    def json_output(self, *arguments: str) -> dict:
+        lines = [line for line in self.ufl(*arguments).splitlines() if line.startswith("{")]
+        return json.loads(lines[-1])
+
+
+def prepare_data(variant: str, workdir: str) -> str:
+    """DATA/ of whole images for ``variant`` (made once, written under a temporary name then renamed)."""
+    from ufl.pipeline import load_images
+    from ufl.pipeline.tfrecord import write_data_dir
+
+    data_dir = os.path.join(workdir, "data-" + variant)
+    if os.path.exists(os.path.join(data_dir, "metadata.json")):
+        return data_dir
+    source, keep = DATASETS[variant]
+    train_images, train_labels = load_images(source, split="train")
+    test_images, test_labels = load_images(source, split="test")
+    keep = keep or len(train_images)
+    partial = data_dir + ".partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    write_data_dir(partial, {"train": train_images[:keep].reshape(keep, -1),
+                             "eval": test_images.reshape(len(test_images), -1)},
+                   patch_size=train_images.shape[1:3], channels=train_images.shape[3],
+                   labels={"train": train_labels[:keep], "eval": test_labels}, source=source, num_shards=4)
+    os.replace(partial, data_dir)
     return data_dir
 
 
-def linear_probe(run_dir: str, source: str, log: str) -> Optional[dict]:
-    arguments = ["evaluate", "linear-probe", "--run", run_dir, "--json"]
-    if source == "fashion":
-        arguments += ["--data", f"npz:{FASHION}", "--max-images", "10000"]
-    else:
-        arguments += ["--data", source]
-    result = ufl(*arguments, log=log)
-    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
-    return json.loads(lines[-1]) if result.returncode == 0 and lines else None
+def run_preset(runner: Runner, name: str, epochs: Optional[int]) -> dict:
+    experiment = EXPERIMENTS[name]
+    data_dir = prepare_data(experiment["data"], runner.workdir)
+    run_dir = os.path.join(runner.workdir, "run-" + name)
+    runner.ufl("train", name, "--data", data_dir, "--out", run_dir, *experiment.get("train_options", []),
+               *(["--epochs", str(epochs)] if epochs else []))
+    with open(os.path.join(run_dir, "metrics.json"), encoding="utf-8") as handle:
+        metrics = json.load(handle)
+    return {"figures": [{"figure": label, "reference": reference, "ours": read(metrics, run_dir)}
+                        for label, reference, read in experiment["figures"]],
+            "epochs": metrics.get("epochs"), "train_seconds": metrics.get("wall_seconds"), "run": run_dir,
+            "data": experiment["data"], "reference_data": experiment["reference_data"]}
 
 
-def run_experiment(name: str, workdir: str, epochs: Optional[int], log: str, probes: bool = True) -> dict:
-    from ufl.trainers.presets import get_preset
+def run_cnn(runner: Runner, epochs: Optional[int]) -> dict:
+    data_dir = prepare_data("mnist-50k", runner.workdir)
+    table = runner.json_output("evaluate", "cnn-branch", "--data", data_dir, "--workdir",
+                               os.path.join(runner.workdir, "cnn"), "--set", "jit_compile=false", "--json",
+                               *(["--epochs", str(epochs)] if epochs else []))
+    figures = []
+    for model, (first, last) in CNN.items():
+        row = table[model]
+        figures += [{"figure": f"{model} CNN: test accuracy after epoch 1", "reference": first,
+                     "ours": row["epoch_1_accuracy"]},
+                    {"figure": f"{model} CNN: test accuracy after epoch {row['epochs']}", "reference": last,
+                     "ours": row["last_epoch_accuracy"]},
+                    {"figure": f"{model} CNN: seconds per epoch", "reference": None,
+                     "ours": row["seconds_per_epoch"]}]
+    return {"figures": figures, "data": "mnist-50k",
+            "reference_data": "MNIST 50k train / 10k validation / 10k test"}
 
-    experiment, start = EXPERIMENTS[name], time.perf_counter()
-    preset = get_preset(name)
-    row = {"preset": name, "description": preset.description, "source": preset.reference.get("source"),
-           "note": experiment["note"], "figures": []}
-    if name == "cnn-branch":
-        arguments = ["evaluate", "cnn-branch", "--json"] + (["--epochs", str(epochs)] if epochs else [])
-        result = ufl(*arguments, log=log)
-        lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
-        if result.returncode != 0 or not lines:
-            raise RuntimeError(f"ufl evaluate cnn-branch failed (see {log})")
-        table = json.loads(lines[-1])
-        for model in ("standard", "modified"):
-            for key in ("epoch_1_accuracy", "last_epoch_accuracy", "seconds_per_epoch"):
-                reference = (preset.reference.get("standard_test_accuracy_after_12_epochs")
-                             if (model, key) == ("standard", "last_epoch_accuracy") else None)
-                row["figures"].append({"figure": f"{model} {key.replace('_', ' ')}", "reference": reference,
-                                       "ours": table[model][key]})
-    else:
-        data_dir = prepare_data(preset, workdir, log)
-        run_dir = os.path.join(workdir, "run-" + name)
-        arguments = ["train", name, "--data", data_dir, "--out", run_dir]
-        arguments += ["--epochs", str(epochs)] if epochs else []
-        if ufl(*arguments, log=log).returncode != 0:
-            raise RuntimeError(f"ufl train {name} failed (see {log})")
-        with open(os.path.join(run_dir, "metrics.json"), encoding="utf-8") as handle:
-            metrics = json.load(handle)
-        row["epochs"], row["examples_per_second"] = metrics.get("epochs"), metrics.get("examples_per_second")
-        for label, reference, read in experiment["figures"]:
-            row["figures"].append({"figure": label, "reference": reference, "ours": read(metrics)})
-        if experiment["probe"] and probes:
-            probe = linear_probe(run_dir, experiment["probe"], log)
-            if probe:
-                row["figures"].append({"figure": f"linear probe on {experiment['probe']}: features / raw pixels",
-                                       "reference": None,
-                                       "ours": f"{probe['feature_accuracy']:.4f} / {probe['raw_accuracy']:.4f}"})
-    row["seconds"] = round(time.perf_counter() - start, 1)
-    return row
+
+def run_probe(runner: Runner, source: str, epochs: Optional[int]) -> dict:
+    """Sparse-coding features of ``source`` (dictionary learned on patches of its train split) against raw
+    pixels, both by the same logistic regression, train split → test split."""
+    data_dir = os.path.join(runner.workdir, f"patches-{source.split(':')[-1]}")
+    if not os.path.exists(os.path.join(data_dir, "metadata.json")):
+        runner.ufl("preprocess", "--source", source, "--out", data_dir, "--eval-split", "source", "--patch-size",
+                   str(PROBE["patch_size"]), "--patches-per-image", str(PROBE["patches_per_image"]),
+                   "--min-std", "0.02", "--normalize", "contrast,zca")
+    run_dir = os.path.join(runner.workdir, f"run-sparse-coding-{source.split(':')[-1]}")
+    runner.ufl("train", "sparse-coding", "--data", data_dir, "--out", run_dir,
+               "--set", f"model.n_atoms={PROBE['n_atoms']}", *(["--epochs", str(epochs)] if epochs else []))
+    probe = runner.json_output("evaluate", "linear-probe", "--run", run_dir, "--data", source, "--split",
+                               "source", "--grid-stride", str(PROBE["grid_stride"]), "--pool-grid",
+                               str(PROBE["pool_grid"]), "--json")
+    return {"figures": [{"figure": f"sparse-coding features ({probe['feature_dim']}): test accuracy",
+                         "reference": None, "ours": probe["feature_accuracy"]},
+                        {"figure": "raw pixels: test accuracy", "reference": None, "ours": probe["raw_accuracy"]}],
+            "data": source, "reference_data": f"{source}, its own train / test split", "probe": probe}
+
+
+def copy_figures(rows: List[dict]) -> List[str]:
+    """Copies each run's plots (filters, reconstructions, feature maps) into docs/reproduce/."""
+    os.makedirs(DOCS, exist_ok=True)
+    written = []
+    for row in rows:
+        plots = os.path.join(row.get("run", ""), "plots")
+        for name in ("filters.png", "reconstructions.png", "feature_maps.png"):
+            path = os.path.join(plots, name)
+            if os.path.exists(path):
+                target = os.path.join(DOCS, f"{row['experiment']}-{name}")
+                shutil.copyfile(path, target)
+                written.append(os.path.relpath(target, REPO))
+    return written
 
 
 def format_value(value) -> str:
@@ -165,44 +206,70 @@ def format_value(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def markdown(rows: List[dict]) -> str:
-    lines = ["| experiment | figure | reference | ours | how our data differs | reference source |",
-             "|---|---|---|---|---|---|"]
+def results_section(rows: List[dict], figures: List[str], started: str, seconds: float) -> str:
+    lines = [f"By `benchmarks/reproduce.py --readme --docs` on {started} UTC, {platform.machine()} CPU with "
+             f"{os.cpu_count()} cores shared with other jobs (load average at the end "
+             f"{os.getloadavg()[0]:.1f}), {seconds / 60:.0f} min in all. Each preset as published (network, "
+             "optimizer, batch, epochs), scored on the original test set.", "",
+             "| experiment | figure | published | ours | our data | minutes |", "|---|---|---|---|---|---|"]
     for row in rows:
-        for figure in row.get("figures", []) or [{"figure": "(failed)", "reference": None, "ours": row.get("error")}]:
-            lines.append(f"| `{row['preset']}` | {figure['figure']} | {format_value(figure['reference'])} | "
-                         f"{format_value(figure['ours'])} | {row.get('note', '')} | {row.get('source') or '—'} |")
+        minutes = f"{row['seconds'] / 60:.1f}" if "seconds" in row else "—"
+        for figure in row.get("figures") or [{"figure": "failed", "reference": None, "ours": row.get("error")}]:
+            lines.append(f"| `{row['experiment']}` | {figure['figure']} | {format_value(figure['reference'])} | "
+                         f"{format_value(figure['ours'])} | {row.get('reference_data', '')} | {minutes} |")
+    if figures:
+        lines += ["", "Figures (`docs/reproduce/`): " + ", ".join(f"[{os.path.basename(f)}]({f})" for f in figures)]
     return "\n".join(lines)
 
 
+def write_readme_section(text: str) -> None:
+    with open(README, encoding="utf-8") as handle:
+        readme = handle.read()
+    begin, end = "<!-- section: results -->\n", "<!-- /section: results -->"
+    start, stop = readme.index(begin) + len(begin), readme.index(end)
+    partial = README + ".partial"
+    with open(partial, "w", encoding="utf-8") as handle:
+        handle.write(readme[:start] + text + "\n" + readme[stop:])
+    os.replace(partial, README)
+
+
 def main() -> int:
+    choices = list(EXPERIMENTS) + ["cnn-branch", "probe-mnist", "probe-fashion-mnist"]
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", nargs="*", choices=sorted(EXPERIMENTS), help="experiments to run (default: all)")
+    parser.add_argument("--workdir", required=True, help="DATA/ and RUN/ folders; a rerun reuses and resumes them")
+    parser.add_argument("--only", nargs="*", choices=choices, help="experiments to run (default: all)")
     parser.add_argument("--epochs", type=int, default=None, help="override every preset's epochs (quick passes)")
-    parser.add_argument("--workdir", default=None, help="DATA/ and RUN/ folders (default: a temporary folder); "
-                        "rerunning with the same folder reuses DATA/ and resumes or reuses runs")
-    parser.add_argument("--no-probe", action="store_true", help="skip the linear probes (minutes each)")
-    parser.add_argument("--markdown", default=None, help="also write the results table to this file")
+    parser.add_argument("--readme", action="store_true", help="rewrite README.md's Results section")
+    parser.add_argument("--docs", action="store_true", help="copy the runs' figures into docs/reproduce/")
     args = parser.parse_args()
-    workdir = os.path.abspath(args.workdir or tempfile.mkdtemp(prefix="ufl-reproduce-"))
-    os.makedirs(workdir, exist_ok=True)
-    log = os.path.join(workdir, "reproduce.log")
+    runner = Runner(os.path.abspath(args.workdir))
+    os.makedirs(runner.workdir, exist_ok=True)
+    started, start = datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M"), time.perf_counter()
     rows = []
-    for name in args.only or list(EXPERIMENTS):
-        print(f"# {name}: running (log: {log})", file=sys.stderr, flush=True)
+    for name in args.only or choices:
+        print(f"# {name}: running (log: {runner.log})", file=sys.stderr, flush=True)
+        began = time.perf_counter()
         try:
-            row = run_experiment(name, workdir, args.epochs, log, probes=not args.no_probe)
+            if name == "cnn-branch":
+                row = run_cnn(runner, args.epochs)
+            elif name.startswith("probe-"):
+                row = run_probe(runner, "builtin:" + name[len("probe-"):], args.epochs)
+            else:
+                row = run_preset(runner, name, args.epochs)
         except (RuntimeError, OSError, KeyError) as error:
-            row = {"preset": name, "error": str(error), "note": EXPERIMENTS[name]["note"]}
+            row = {"error": str(error)}
+        row.update(experiment=name, seconds=round(time.perf_counter() - began, 1))
         rows.append(row)
-        figures = "; ".join(f"{f['figure']}: ours {format_value(f['ours'])} vs reference "
+        figures = "; ".join(f"{f['figure']}: ours {format_value(f['ours'])} vs published "
                             f"{format_value(f['reference'])}" for f in row.get("figures", []))
-        print(f"{name:<20} {figures or row.get('error')}  ({row.get('seconds', '?')} s)", file=sys.stderr, flush=True)
-        if args.markdown:
-            with open(args.markdown, "w", encoding="utf-8") as handle:
-                handle.write(markdown(rows) + "\n")
-    print(json.dumps({"benchmark": "reproduce", "epochs_override": args.epochs, "workdir": workdir,
-                      "load_average": [round(v, 2) for v in os.getloadavg()], "experiments": rows}, default=str))
+        print(f"{name:<20} {figures or row.get('error')}  ({row['seconds']:.0f} s)", file=sys.stderr, flush=True)
+    seconds = time.perf_counter() - start
+    figures = copy_figures(rows) if args.docs else []
+    if args.readme:
+        write_readme_section(results_section(rows, figures, started, seconds))
+    print(json.dumps({"benchmark": "reproduce", "epochs_override": args.epochs, "workdir": runner.workdir,
+                      "seconds": round(seconds, 1), "load_average": [round(v, 2) for v in os.getloadavg()],
+                      "experiments": rows}, default=str))
     return 0 if all("error" not in row for row in rows) else 1
 
 

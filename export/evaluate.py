@@ -56,8 +56,9 @@ def fit_probe(features: np.ndarray, labels: np.ndarray, train: np.ndarray, test:
 
 
 def linear_probe(images: np.ndarray, labels: np.ndarray, encode: Callable[[np.ndarray], np.ndarray], *,
-                 test_size: float = 0.25, seed: int = 0, C: float = DEFAULT_C, max_iter: int = 2000) -> Dict:
-    """Logistic-regression probe of ``encode(images)`` against raw pixels on the same stratified split.
+                 test_size: float = 0.25, seed: int = 0, C: float = DEFAULT_C, max_iter: int = 2000,
+                 split: Optional[Tuple[np.ndarray, np.ndarray]] = None) -> Dict:
+    """Logistic-regression probe of ``encode(images)`` against raw pixels on the same split.
 
     Args:
       images: float32 ``(N, H, W, C)`` raw images in [0, 1].
@@ -67,6 +68,8 @@ def linear_probe(images: np.ndarray, labels: np.ndarray, encode: Callable[[np.nd
       seed: seed of the split.
       C: inverse L2 regularization strength of the logistic regression (> 0), the same for both.
       max_iter: iterations of the solver.
+      split: ``(train_index, test_index)`` to use instead of a stratified split (e.g. the source's own
+        train and test images, see ``source_split``); ``test_size`` and ``seed`` then play no part.
     Returns:
       ``{"feature_accuracy", "raw_accuracy", "feature_dim", "raw_dim", "feature_seconds" (encoding),
       "feature_fit_seconds", "raw_fit_seconds", "n_train", "n_test", "C", "test_size", "seed"}``.
@@ -79,11 +82,12 @@ def linear_probe(images: np.ndarray, labels: np.ndarray, encode: Callable[[np.nd
     if C <= 0:
         raise ConfigError(f"C {C} is invalid; use --C > 0, e.g. {DEFAULT_C}")
     labels = np.asarray(labels)
-    train, test = stratified_split(labels, test_size=test_size, seed=seed)
+    train, test = split if split is not None else stratified_split(labels, test_size=test_size, seed=seed)
     started = time.perf_counter()
-    features = np.asarray(encode(images), np.float64).reshape(len(images), -1)
+    # float32 (the solver takes it as is): 70,000 images of 8,192 pooled features are 2.3 GB, twice that in float64.
+    features = np.asarray(encode(images), np.float32).reshape(len(images), -1)
     feature_seconds = time.perf_counter() - started
-    raw = np.asarray(images, np.float64).reshape(len(images), -1)
+    raw = np.asarray(images, np.float32).reshape(len(images), -1)
     feature_accuracy, feature_fit = fit_probe(features, labels, train, test, C=C, max_iter=max_iter)
     raw_accuracy, raw_fit = fit_probe(raw, labels, train, test, C=C, max_iter=max_iter)
     return {
@@ -173,3 +177,20 @@ def source_of(data: str) -> str:
         except DataError as error:
             raise ConfigError(f"data {data!r} is invalid; {error}") from error
     return data
+
+
+def source_split(source: str, *, color: str = "gray", max_images: Optional[int] = None, seed: int = 0):
+    """``(images, labels, (train_index, test_index))`` of a source with its own train/test split
+    (``builtin:mnist``, ``builtin:fashion-mnist``): its train images (a stratified subset of ``max_images``
+    of them when given), then all its test images."""
+    from ufl.pipeline import load_images
+
+    train_images, train_labels = load_images(source, color=color, split="train")
+    test_images, test_labels = load_images(source, color=color, split="test")
+    if train_labels is None or test_labels is None:
+        raise ConfigError(f"data {source} is invalid; it has no labels; the linear probe needs a labelled source "
+                          "such as builtin:mnist")
+    keep = stratified_subset(train_labels, max_images, seed=seed)
+    images = np.concatenate([train_images[keep], test_images])
+    labels = np.concatenate([train_labels[keep], test_labels])
+    return images, labels, (np.arange(len(keep)), np.arange(len(keep), len(labels)))

@@ -226,36 +226,55 @@ class DenseAutoencoder(FeatureLearner):
 @register_model("stacked_autoencoder")
 @tf_keras.utils.register_keras_serializable(package="ufl")
 class StackedAutoencoder(FeatureLearner):
-    """Greedy layer-wise autoencoders, then a softmax head fine-tuned end to end with labels.
+    """Greedy layer-wise autoencoders, a softmax trained on their codes, then fine-tuning end to end.
 
-    Epochs ``[i·pretrain_epochs, (i+1)·pretrain_epochs)`` train layer ``i`` (and its linear decoder) as an
-    autoencoder (MSE) of layer ``i-1``'s code, which is held fixed; the epochs after that train every
-    encoder layer and the softmax head on the labels with the loop's optimizer. Train for more than
-    ``len(hidden_units)·pretrain_epochs`` epochs, or the network is never fine-tuned.
+    Training runs in phases, one after the other (``phase_of_epoch``):
+
+    1. greedy layer ``i`` (epochs ``[i·pretrain_epochs, (i+1)·pretrain_epochs)``): layer ``i`` and its own
+       decoder learn to reconstruct layer ``i-1``'s code (the image for layer 0), which is held fixed; the
+       loss of layer ``i`` is ``pretrain_losses[i]``: ``binary_crossentropy`` with a sigmoid decoder (for
+       pixels in [0, 1]) or ``mse`` with a linear decoder;
+    2. the softmax head alone on the fixed codes (``classifier_epochs`` epochs);
+    3. fine-tuning: every encoder layer and the head on the labels, with the loop's optimizer.
+
+    Each greedy layer and the head phase has its own optimizer (``pretrain_optimizer``), owned by the model
+    and checkpointed with it, as a fresh ``compile`` would give each stage in Keras. ``pretrain_epochs=0``
+    and ``classifier_epochs=0`` train the same network from scratch.
 
     Args:
       sample_shape: ``(P, P, C)`` of one sample (the input is its flattening).
       hidden_units: encoder layer sizes (default ``(128, 64)``); the last is the code size.
       num_classes: classes of the softmax head (> 1, default 10); labels must be in [0, num_classes).
       activation: hidden activation (default relu).
-      pretrain_epochs: epochs per greedy layer (>= 0, default 5); 0 trains the network from scratch.
-      pretrain_optimizer: optimizer spec of every greedy layer (each layer gets its own optimizer).
+      pretrain_epochs: epochs per greedy layer (>= 0, default 5); 0 skips pretraining.
+      pretrain_losses: loss of each greedy layer, ``mse`` (linear decoder) or ``binary_crossentropy``
+        (sigmoid decoder); one name for every layer or one per layer (default ``mse``).
+      classifier_epochs: epochs of the softmax head on the fixed codes before fine-tuning (>= 0, default 0).
+      pretrain_optimizer: optimizer spec of every greedy layer and of the head phase.
     """
 
     requires_labels = True
 
     def __init__(self, sample_shape: Sequence[int], hidden_units: Sequence[int] = (128, 64),
                  num_classes: int = 10, activation: str = "relu", pretrain_epochs: int = 5,
+                 pretrain_losses: Any = "mse", classifier_epochs: int = 0,
                  pretrain_optimizer: Optional[Dict[str, Any]] = None, **kwargs):
         super().__init__(sample_shape, **kwargs)
         self.hidden_units = _units("model.hidden_units", hidden_units)
         require(isinstance(num_classes, (int, np.integer)) and num_classes > 1, "model.num_classes",
                 num_classes, "use the number of label classes (> 1), e.g. 10 for MNIST")
         require_choice("model.activation", activation, ACTIVATIONS)
-        require(isinstance(pretrain_epochs, (int, np.integer)) and pretrain_epochs >= 0,
-                "model.pretrain_epochs", pretrain_epochs, "use an integer >= 0 (0: train from scratch)")
-        self.num_classes, self.activation, self.pretrain_epochs = int(num_classes), activation, \
-            int(pretrain_epochs)
+        for field, value in (("pretrain_epochs", pretrain_epochs), ("classifier_epochs", classifier_epochs)):
+            require(isinstance(value, (int, np.integer)) and value >= 0, f"model.{field}", value,
+                    "use an integer >= 0 (0: skip this phase)")
+        losses = [pretrain_losses] * len(self.hidden_units) if isinstance(pretrain_losses, str) \
+            else list(pretrain_losses)
+        require(len(losses) == len(self.hidden_units) and all(loss in LOSSES for loss in losses),
+                "model.pretrain_losses", pretrain_losses,
+                f"use one of {', '.join(LOSSES)} or a list of them, one per layer of {list(self.hidden_units)}")
+        self.num_classes, self.activation = int(num_classes), activation
+        self.pretrain_epochs, self.classifier_epochs = int(pretrain_epochs), int(classifier_epochs)
+        self.pretrain_losses = tuple(losses)
         self.pretrain_optimizer = dict(pretrain_optimizer or {"name": "adam", "learning_rate": 1e-3})
         self.encoder_layers = [tf_keras.layers.Dense(units, name=f"encoder_{i}")
                                for i, units in enumerate(self.hidden_units)]
@@ -263,21 +282,33 @@ class StackedAutoencoder(FeatureLearner):
                                enumerate((self.patch_dim,) + self.hidden_units[:-1])]
         self.head = tf_keras.layers.Dense(self.num_classes, name="softmax_head")
         self.layer_optimizers = [make_optimizer(self.pretrain_optimizer) for _ in self.hidden_units]
+        self.head_optimizer = make_optimizer(self.pretrain_optimizer)
         self.phase = self.phase_of_epoch(0)
+        # The phase as a graph value too, for test_step: a traced evaluation (the loop traces it once)
+        # then scores the current phase. Not tracked, so it is neither a weight nor in checkpoints.
+        object.__setattr__(self, "_phase_index", tf.Variable(self.phase, dtype=tf.int32, trainable=False,
+                                                             name="phase"))
+
+    @property
+    def head_phase(self) -> int:
+        return len(self.hidden_units)
 
     @property
     def finetune_phase(self) -> int:
-        return len(self.hidden_units)
+        return len(self.hidden_units) + 1
 
     def phase_of_epoch(self, epoch: int) -> int:
-        """The layer pretrained during ``epoch`` (0-based), or ``len(hidden_units)`` for fine-tuning."""
-        if self.pretrain_epochs == 0:
-            return self.finetune_phase
-        return min(epoch // self.pretrain_epochs, self.finetune_phase)
+        """The phase of ``epoch`` (0-based): the greedy layer ``i`` it trains, ``head_phase`` or
+        ``finetune_phase``."""
+        pretraining = self.pretrain_epochs * len(self.hidden_units)
+        if epoch < pretraining:
+            return epoch // self.pretrain_epochs
+        return self.head_phase if epoch < pretraining + self.classifier_epochs else self.finetune_phase
 
     def on_epoch_begin(self, epoch: int) -> bool:
         phase = self.phase_of_epoch(epoch)
         changed, self.phase = phase != self.phase, phase
+        self._phase_index.assign(phase)
         return changed
 
     def build(self, input_shape):
@@ -287,6 +318,7 @@ class StackedAutoencoder(FeatureLearner):
             _build_dense(decoder, widths[i + 1])
             _create_slots(self.layer_optimizers[i], encoder.trainable_variables + decoder.trainable_variables)
         _build_dense(self.head, widths[-1])
+        _create_slots(self.head_optimizer, self.head.trainable_variables)
         self.built = True
 
     def _encode_layers(self, patches: tf.Tensor, count: int) -> List[tf.Tensor]:
@@ -297,18 +329,34 @@ class StackedAutoencoder(FeatureLearner):
         return codes
 
     def call(self, patches, training=None):
-        return self._encode_layers(patches, self.finetune_phase)[-1]
+        return self._encode_layers(patches, len(self.hidden_units))[-1]
+
+    def _decoder_activation(self, layer: int) -> str:
+        return "sigmoid" if self.pretrain_losses[layer] == "binary_crossentropy" else "linear"
 
     def reconstruct(self, patches):
+        """The image rebuilt through every greedy decoder, each with the activation it was trained with."""
         x = self(patches)
         for i in reversed(range(len(self.decoder_layers))):
-            x = self.decoder_layers[i](x)
-            x = _activate(x, self.activation) if i > 0 else x
+            x = _activate(self.decoder_layers[i](x), self._decoder_activation(i))
         return x
 
-    def _phase_objective(self, data: Dict[str, tf.Tensor]
-                         ) -> Tuple[List[tf.Variable], Dict[str, tf.Tensor]]:
-        """``(variables to train, metrics)`` of the current phase on one batch; ``loss`` is its objective."""
+    def _layer_loss(self, patches: tf.Tensor, layer: int) -> tf.Tensor:
+        """Per-example reconstruction loss of greedy layer ``layer`` on its fixed input."""
+        target = tf.stop_gradient(self._encode_layers(patches, layer)[-1] if layer else patches)
+        logits = self.decoder_layers[layer](_activate(self.encoder_layers[layer](target), self.activation))
+        activation = self._decoder_activation(layer)
+        return reconstruction_loss(target, logits if activation == "sigmoid" else None,
+                                   _activate(logits, activation), self.pretrain_losses[layer])
+
+    def _phase_variables(self, phase: int) -> List[tf.Variable]:
+        if phase < self.head_phase:
+            return self.encoder_layers[phase].trainable_variables + self.decoder_layers[phase].trainable_variables
+        encoder = sum((layer.trainable_variables for layer in self.encoder_layers), [])
+        return (encoder if phase == self.finetune_phase else []) + self.head.trainable_variables
+
+    def _phase_objective(self, data: Dict[str, tf.Tensor], phase: int) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
+        """``(per-example loss of ``phase``, metrics)`` on one batch; ``loss`` in the metrics is its mean."""
         patches = data["patch"]
         if "label" not in data:
             raise ConfigError(f"{self.kind} needs labels (batch keys: {sorted(data)}); preprocess a labelled "
@@ -317,30 +365,29 @@ class StackedAutoencoder(FeatureLearner):
         logits = self.head(self(patches))
         accuracy = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels),
                                           tf.float32))
-        if self.phase == self.finetune_phase:
-            per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
-            variables = sum((layer.trainable_variables for layer in self.encoder_layers), []) + \
-                self.head.trainable_variables
+        if phase < self.head_phase:
+            per_example = self._layer_loss(patches, phase)
         else:
-            layer = self.phase
-            target = tf.stop_gradient(self._encode_layers(patches, layer)[-1] if layer else patches)
-            code = _activate(self.encoder_layers[layer](target), self.activation)
-            per_example = tf.reduce_mean(tf.square(self.decoder_layers[layer](code) - target), axis=-1)
-            variables = self.encoder_layers[layer].trainable_variables + \
-                self.decoder_layers[layer].trainable_variables
+            per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
         metrics = {"loss": tf.reduce_mean(per_example), "accuracy": accuracy,
                    "reconstruction_error": tf.reduce_mean(tf.square(self.reconstruct(patches) - patches))}
-        return variables, metrics
+        return per_example, metrics
 
     def train_step(self, data):
         with tf.GradientTape() as tape:
-            variables, metrics = self._phase_objective(data)
-        optimizer = self.optimizer if self.phase == self.finetune_phase else self.layer_optimizers[self.phase]
-        self.minimize(tape, metrics["loss"], variables, optimizer)
+            _, metrics = self._phase_objective(data, self.phase)
+        optimizer = {self.head_phase: self.head_optimizer, self.finetune_phase: self.optimizer}.get(
+            self.phase) or self.layer_optimizers[self.phase]
+        self.minimize(tape, metrics["loss"], self._phase_variables(self.phase), optimizer)
         return metrics
 
     def test_step(self, data):
-        return self._phase_objective(data)[1]
+        """Metrics of the current phase: during greedy layer ``i``, ``loss`` is that layer's reconstruction
+        loss of its input; afterwards the cross-entropy of the labels. The phase is read in the graph, so a
+        test_step traced in one phase still scores the current one."""
+        branches = [lambda phase=phase: self._phase_objective(data, phase)[1]
+                    for phase in range(self.head_phase + 1)]
+        return tf.switch_case(tf.minimum(self._phase_index, self.head_phase), branches)
 
     def encoder_model(self) -> tf_keras.Model:
         inputs = tf_keras.Input((self.patch_dim,), name="patches")
@@ -361,17 +408,23 @@ class StackedAutoencoder(FeatureLearner):
     def get_config(self) -> dict:
         return {**super().get_config(), "hidden_units": list(self.hidden_units), "num_classes": self.num_classes,
                 "activation": self.activation, "pretrain_epochs": self.pretrain_epochs,
+                "pretrain_losses": list(self.pretrain_losses), "classifier_epochs": self.classifier_epochs,
                 "pretrain_optimizer": dict(self.pretrain_optimizer)}
 
 
-#: The whole 28x28 image is the sample, raw pixels in [0, 1] (``ufl preprocess --extract full --normalize none``).
-MNIST_FULL = {"source": "builtin:mnist", "extract": "full", "normalize": "none", "patch_size": None,
-              "eval_fraction": 0.2}
-FASHION_FULL = {"source": "builtin:fashion-mnist", "extract": "full", "normalize": "none",
-                "patch_size": None, "eval_fraction": 1 / 7}
+#: The whole 28x28 image is the sample, raw pixels in [0, 1] (``ufl preprocess --extract full --normalize none``),
+#: on MNIST's own split: train on its 60,000 training digits, score on its 10,000 test digits.
+MNIST_FULL = {"source": "builtin:mnist", "extract": "full", "normalize": "none", "eval_split": "source"}
+#: Fashion-MNIST's whole images on its official split (60,000 train, 10,000 test).
+FASHION_FULL = {"source": "builtin:fashion-mnist", "extract": "full", "normalize": "none", "eval_split": "source"}
 DEEP_UNITS = [256, 128, 64, 32, 16]
+#: Keras 2's RMSprop defaults (the stacked autoencoder reference compiles every stage with "rmsprop").
+RMSPROP = {"name": "rmsprop", "learning_rate": 1e-3, "rho": 0.9, "epsilon": 1e-7}
+#: Keras' validation_split=0.1 keeps the last 10% of the training digits out of training.
+STACKED_DATA = {**MNIST_FULL, "train_images": "the reference trains on the first 54,000 training digits "
+                "(benchmarks/reproduce.py does the same); the recipe above trains on all 60,000"}
 STACKED = {"kind": "stacked_autoencoder", "hidden_units": [128, 64], "num_classes": 10, "activation": "relu",
-           "pretrain_optimizer": {"name": "adam", "learning_rate": 1e-3}}
+           "pretrain_optimizer": RMSPROP}
 
 PRESETS = [
     Preset(
@@ -380,12 +433,15 @@ PRESETS = [
         "Keras autoencoder on MNIST",
         model={"kind": "dense_autoencoder", "hidden_units": [32], "activation": "relu",
                "output_activation": "sigmoid", "loss": "binary_crossentropy"},
-        # Keras 1/2.0's adadelta ran with learning rate 1.0; tf_keras' default of 0.001 barely moves.
-        train={"epochs": 50, "batch_size": 256, "optimizer": {"name": "adadelta", "learning_rate": 1.0}},
+        # Keras 2's adadelta defaults (lr 1.0, rho 0.95, epsilon 1e-7); tf_keras' lr 0.001 barely moves.
+        train={"epochs": 50, "batch_size": 256,
+               "optimizer": {"name": "adadelta", "learning_rate": 1.0, "rho": 0.95, "epsilon": 1e-7}},
         data=MNIST_FULL,
         reference={"eval_loss": 0.09, "epochs": 50,
                    "source": "F. Chollet, 'Building Autoencoders in Keras', The Keras Blog, 2016 "
-                             "(MNIST 60k/10k: 'a stable train/validation loss of about 0.09' after 50 epochs)"}),
+                             "(MNIST 60k/10k, the test digits as validation: 'a stable train/validation loss of about "
+                             "0.09' after 50 epochs; 0.09-0.10 with Keras 2's adadelta)"},
+        full_run="45 s of ufl train (2 CPU cores shared with other jobs, load average 5)"),
     Preset(
         name="deep-sparse-ae",
         description="784-256-128-64-32-16 + mirrored decoder, ReLU, MSE + 0.001 mean|activations| (L1), "
@@ -396,7 +452,8 @@ PRESETS = [
         data=FASHION_FULL,
         reference={"eval_reconstruction_error": 0.032, "epochs": 25,
                    "source": "S. R. Rath, 'Sparse Autoencoders using L1 Regularization with PyTorch', "
-                             "DebuggerCafe, 2020 (Fashion-MNIST 60k/10k, validation MSE after 25 epochs)"}),
+                             "DebuggerCafe, 2020 (Fashion-MNIST 60k/10k, validation MSE after 25 epochs)"},
+        full_run="16 min (2 CPU cores shared with other jobs, load average 12-16)"),
     Preset(
         name="deep-sparse-ae-kl",
         description="the deep sparse autoencoder with the KL-divergence penalty instead of L1: sigmoid "
@@ -408,7 +465,8 @@ PRESETS = [
         data=FASHION_FULL,
         reference={"source": "the KL-divergence penalty the L1 reference names as its next step "
                              "(S. R. Rath, 'Sparse Autoencoders using KL Divergence with PyTorch', DebuggerCafe, "
-                             "2020); Ng, 'Sparse autoencoder', CS294A notes, 2011"}),
+                             "2020); Ng, 'Sparse autoencoder', CS294A notes, 2011"},
+        full_run="not measured; the network and data of deep-sparse-ae (16 min)"),
     Preset(
         name="denoising-ae",
         description="784-512(relu)-784(sigmoid) denoising autoencoder: Gaussian noise (std 0.5) on the "
@@ -420,23 +478,29 @@ PRESETS = [
         data=MNIST_FULL,
         reference={"source": "Vincent, Larochelle, Bengio & Manzagol, 'Extracting and composing robust "
                              "features with denoising autoencoders', ICML 2008; noise factor 0.5 as in the "
-                             "Keras blog's denoising example (qualitative: digits recovered from the noise)"}),
+                             "Keras blog's denoising example (qualitative: digits recovered from the noise)"},
+        full_run="not measured on the full MNIST"),
     Preset(
         name="stacked-ae",
-        description="784-128-64 trained greedily layer by layer (5 epochs each), then softmax head and "
-        "end-to-end fine-tuning with labels on MNIST",
-        model={**STACKED, "pretrain_epochs": 5},
-        train={"epochs": 40, "batch_size": 256, "optimizer": {"name": "adam", "learning_rate": 1e-3}},
-        data=MNIST_FULL,
-        reference={"eval_accuracy": 0.978,
-                   "source": "issue 5's stacked-autoencoder reference (784-128-64 + softmax, greedy "
-                             "pretraining + fine-tuning, MNIST 60k/10k): 97.8% test accuracy"}),
+        description="784-128-64 ReLU trained greedily (50 epochs per layer: binary cross-entropy with a sigmoid "
+        "decoder, then MSE with a linear decoder), a softmax on the codes (50 epochs), then 50 epochs of "
+        "fine-tuning with labels, RMSprop, batch 256, on MNIST",
+        model={**STACKED, "pretrain_epochs": 50, "pretrain_losses": ["binary_crossentropy", "mse"],
+               "classifier_epochs": 50},
+        train={"epochs": 200, "batch_size": 256, "optimizer": RMSPROP},
+        data=STACKED_DATA,
+        reference={"eval_accuracy": 0.978, "epochs": 200,
+                   "source": "stacked autoencoder on MNIST (784-128-64 + softmax, Keras, RMSprop, batch 256, "
+                             "50 epochs per greedy layer, 50 for the softmax, 50 of fine-tuning; 60k/10k "
+                             "with 10% of train for validation): 97.8% test accuracy"},
+        full_run="8 min (2 CPU cores shared with other jobs, load average 4-16)"),
     Preset(
         name="stacked-ae-scratch",
-        description="the stacked-ae network (784-128-64 + softmax) trained from scratch with labels, "
-        "no pretraining: the baseline of stacked-ae",
-        model={**STACKED, "pretrain_epochs": 0},
-        train={"epochs": 30, "batch_size": 256, "optimizer": {"name": "adam", "learning_rate": 1e-3}},
-        data=MNIST_FULL,
-        reference={"source": "baseline of stacked-ae: same network and fine-tuning epochs, random init"}),
+        description="the stacked-ae network (784-128-64 ReLU + softmax) trained from scratch with labels for "
+        "50 epochs, RMSprop, batch 256: the baseline of stacked-ae",
+        model={**STACKED, "pretrain_epochs": 0, "classifier_epochs": 0},
+        train={"epochs": 50, "batch_size": 256, "optimizer": RMSPROP},
+        data=STACKED_DATA,
+        reference={"source": "baseline of stacked-ae: the same network and fine-tuning budget, random init"},
+        full_run="5 min (2 CPU cores shared with other jobs, load average 12-16)"),
 ]

@@ -33,6 +33,8 @@ class Preset:
       data: the ``ufl preprocess`` options its experiment uses (``source``, ``patch_size``, ``extract``,
         ``normalize``, ...), used by ``ufl run`` and documented in ``--list-presets``.
       reference: the published figures it reproduces, ``{"figure": value, ..., "source": "where from"}``.
+      full_run: how long its full ``ufl train`` takes, as measured on a 2-core CPU (shown by
+        ``ufl train --list-presets``).
     """
 
     name: str
@@ -41,6 +43,7 @@ class Preset:
     train: Dict[str, Any] = dataclasses.field(default_factory=dict)
     data: Dict[str, Any] = dataclasses.field(default_factory=dict)
     reference: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    full_run: str = ""
 
 
 #: Presets registered at run time with ``register_preset`` (extensions and tests).

@@ -349,23 +349,12 @@ PRESETS = [
         description="Sparse coding, the fast default: 256 atoms on 12x12 contrast-normalized + ZCA-whitened "
         "natural patches, exact lasso codes by FISTA (gamma 1.0), dictionary by online dictionary learning "
         "with forgetting rate 20.",
-        # gamma: Mairal et al. use 1.2/sqrt(m) for unit-norm patches; whitened 12x12 patches have norm about
-        # sqrt(144) = 12, so the same sparsity asks for about 1.2/12 * 12 = 1.2. With 1.0 codes average ~16
-        # nonzeros of 256 and the atoms come out as localized oriented edges (0.1 leaves ~110 nonzeros and
-        # texture-like atoms).
-        # forgetting_rate 20 and 30 FISTA steps: measured on 60,000 patches, 1 epoch (benchmarks/RESULTS.md,
-        # "Dictionary learning"). Forgetting early batches at rate 20 instead of scikit-learn's schedule
-        # (rate 0, about rate 1 over the first 256 batches) lowers the held-out objective by 3.4% on these
-        # whitened patches (atoms more localized: median energy in a 6x6 window 0.82 instead of 0.57) and by
-        # 8% at gamma 0.1 on contrast-normalized ones (rate 50 does better there, worse here). At gamma 1.0
-        # codes have ~25 nonzeros and FISTA has converged after 20-30 steps (objective within 0.003% of 1,000
-        # steps); at gamma 0.1 (~90 nonzeros) 30 steps leave codes 4% above the optimum, which still learns a
-        # better dictionary per second than 100 steps.
+        # gamma 1.0 is Mairal et al.'s 1.2/sqrt(m) for unit-norm patches scaled to whitened 12x12 patches (norm
+        # about 12); forgetting rate 20 and 30 FISTA steps learn the best dictionary per second
+        # (benchmarks/RESULTS.md, "Preset choices").
         model={"kind": "sparse_coding", "n_atoms": 256, "sparsity_weight": 1.0, "inference": "fista",
                "max_inference_steps": 30, "tolerance": 1e-3, "dictionary_update": "online", "forgetting_rate": 20},
-        # The optimizer serves --set model.dictionary_update=gradient only (online learning needs none): Adam
-        # at 0.015 with the EM gradient (--set model.truncate_gradient=0) reached SPAMS' 3-epoch objective in 1
-        # epoch at gamma 0.1 (50 FISTA steps), where the default 0.001 needs 2.
+        # The optimizer serves --set model.dictionary_update=gradient only (online learning needs none).
         train={"epochs": 3, "batch_size": 256, "steps_per_execution": 20, "checkpoint_every": 200,
                "optimizer": {"name": "adam", "learning_rate": 0.015}},
         data={"source": "builtin:natural", "patch_size": 12, "extract": "random", "patches_per_image": 10000,
@@ -374,6 +363,7 @@ PRESETS = [
                    "ICML 2009 (algorithm; batch 256 and 256 atoms on 12x12 natural patches, lambda "
                    "1.2/sqrt(m) for unit-norm patches, scaled here to whitened patches); SPAMS trainDL as "
                    "the reference implementation (benchmarks/dictionary_learning.py)"},
+        full_run="about 20 s of ufl train (2 CPU cores)",
     ),
     Preset(
         name="sparse-coding-demo",
@@ -390,15 +380,9 @@ PRESETS = [
         # makes every step about lr = 0.1 per weight even for tiny gradients: the atoms stay noise.
         train={"epochs": 100, "batch_size": 100, "optimizer": {
             "name": "rmsprop", "learning_rate": 0.1, "epsilon": 1e-6, "is_legacy_optimizer": False}},
-        # The demo's own patches (patches.mat) were cut from Olshausen's IMAGES.mat, photos whitened by the
-        # 1/f filter f*exp(-(f/f0)^4); ZCA of the patches (epsilon 0.01 damps the noisy high frequencies as
-        # the exp term does) gives the same localized, oriented filters without a whole-image step, so the
-        # exported graph repeats it on raw patches. The scale decides the outcome: codes start at 0 and move
-        # about 0.01 per RMSprop step, and an atom joins a code only where 2|a.r| > gamma. Gabor-like atoms
-        # (measure of tests/trainers/test_sparse_coding_demo.py), 20 epochs of 10,000 patches, by pixel variance:
-        # 0.0002: 29%, 0.0003: 55%, 0.0005: 51%, 0.001: 65%, 0.002: 37%, 0.005: 6%, IMAGES.mat's 0.1: 0%;
-        # 0.0005 sits in the middle of the good range. 20,000 patches: after the full 100 epochs 78% of the
-        # atoms are Gabor-like (71% with 10,000) in about 50 s on 2 CPU cores.
+        # ZCA-whitened patches rescaled to pixel variance 0.0005 stand in for the demo's 1/f-whitened
+        # patches.mat: at that scale the RMSprop inference gives sparse codes and Gabor-like atoms
+        # (benchmarks/RESULTS.md, "Preset choices").
         data={"source": "builtin:natural", "patch_size": 16, "extract": "random", "patches_per_image": 2000,
               "normalize": "zca,variance", "zca_epsilon": 0.01, "target_variance": 0.0005,
               # the demo's own whitened patches, one 16x16 patch per column
@@ -414,5 +398,6 @@ PRESETS = [
                    "data": "patches.mat from Olshausen's whitened IMAGES.mat; here ZCA-whitened builtin:natural "
                    "patches rescaled to pixel variance 0.0005, the scale at which the RMSprop inference gives "
                    "sparse codes (README, section Sparse coding)"},
+        full_run="about 50 s of ufl train (2 busy CPU cores)",
     ),
 ]

@@ -70,3 +70,50 @@ def test_bad_probe_input(digits, digits_encoder, tmp_path, capsys):
                             patch_size=6, steps=(), extra_metadata={"extract": "full"})
     assert main(["evaluate", "linear-probe", "--run", whole_run, "--data", "builtin:digits"]) == 2
     assert "has 8x8 images; the model encodes whole 6x6 images" in capsys.readouterr().err
+
+
+def test_a_given_split_trains_on_its_train_images_and_scores_its_test_images(digits):
+    images, labels = digits
+    # Features that give away the label on the first 1,000 images and are noise on the rest: trained on the
+    # first 1,000 and scored on the rest, the probe must do no better than chance.
+    rng = np.random.default_rng(0)
+    leak = np.eye(10)[labels] * (np.arange(len(labels)) < 1000)[:, None] + rng.normal(size=(len(labels), 10)) * 0.01
+    split = (np.arange(1000), np.arange(1000, len(labels)))
+    result = linear_probe(images, labels, lambda x: leak, split=split)
+    assert (result["n_train"], result["n_test"]) == (1000, len(labels) - 1000)
+    assert result["feature_accuracy"] < 0.3 and result["raw_accuracy"] > 0.9
+    assert linear_probe(images, labels, lambda x: leak)["feature_accuracy"] > 0.5  # stratified: it leaks
+
+
+
+def test_source_split_keeps_the_sources_own_test_images(shared_datasets):
+    from ufl.export.evaluate import source_split
+
+    images, labels, (train, test) = source_split("builtin:mnist", max_images=200)
+    assert (len(train), len(test)) == (200, 10000) and images.shape == (10200, 28, 28, 1)
+    assert np.bincount(labels[train]).min() >= 15  # a stratified subset of the training digits
+    from ufl.pipeline import load_images
+
+    test_images, test_labels = load_images("builtin:mnist", split="test")
+    np.testing.assert_array_equal(images[test], test_images)
+    np.testing.assert_array_equal(labels[test], test_labels)
+
+
+def test_source_split_refuses_a_source_without_its_own_split():
+    from ufl.export.evaluate import source_split
+
+    with pytest.raises(ConfigError, match="has no split 'train' of its own"):
+        source_split("builtin:digits")
+
+
+def test_the_probe_keeps_features_in_float32(digits, monkeypatch):
+    # Pooled features of a full dataset are gigabytes: a float64 copy doubles them.
+    import ufl.export.evaluate as evaluate
+
+    seen = []
+    real_fit = evaluate.fit_probe
+    monkeypatch.setattr(evaluate, "fit_probe", lambda features, *a, **k: seen.append(features.dtype) or
+                        real_fit(features, *a, **k))
+    images, labels = digits
+    result = evaluate.linear_probe(images, labels, lambda x: x.reshape(len(x), -1).astype(np.float64))
+    assert seen == [np.float32, np.float32] and result["raw_accuracy"] > 0.9

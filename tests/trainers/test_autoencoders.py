@@ -141,9 +141,9 @@ def test_masking_noise_zeroes_the_given_fraction_and_only_while_training():
 @pytest.mark.slow
 def test_stacked_ae_pretrains_layer_by_layer_then_fine_tunes_far_above_chance(mnist, tmp_path):
     run_dir = tmp_path / "stacked"
-    metrics, model = train("stacked-ae", mnist["dir"], run_dir, "--epochs", "5", "--batch-size", "64",
-                           "--set", "model.pretrain_epochs=1", "--set", "jit_compile=false",
-                           "--set", "steps_per_execution=5")
+    metrics, model = train("stacked-ae", mnist["dir"], run_dir, "--epochs", "6", "--batch-size", "64",
+                           "--set", "model.pretrain_epochs=1", "--set", "model.classifier_epochs=1",
+                           "--set", "jit_compile=false", "--set", "steps_per_execution=5")
     records = history(str(run_dir))
     pretraining = [r for r in records if r["epoch"] == 1]
     assert pretraining[-1]["loss"] < 0.7 * pretraining[0]["loss"]  # layer 1 learns to reconstruct
@@ -157,21 +157,48 @@ def test_stacked_ae_pretrains_layer_by_layer_then_fine_tunes_far_above_chance(mn
 
 
 def test_stacked_phases_switch_at_layer_boundaries_and_use_their_own_variables():
-    model = StackedAutoencoder(SAMPLE_SHAPE, hidden_units=(32, 16), pretrain_epochs=2)
+    model = StackedAutoencoder(SAMPLE_SHAPE, hidden_units=(32, 16), pretrain_epochs=2, classifier_epochs=1)
     model(tf.zeros([1, 784]))
     model.compile(optimizer=make_optimizer({"name": "adam", "learning_rate": 1e-3}))
     switches = [model.on_epoch_begin(epoch) for epoch in range(7)]
-    assert switches == [False, False, True, False, True, False, False]
-    assert [model.phase_of_epoch(e) for e in range(7)] == [0, 0, 1, 1, 2, 2, 2]
-    assert StackedAutoencoder(SAMPLE_SHAPE, pretrain_epochs=0).phase_of_epoch(0) == 2
+    assert switches == [False, False, True, False, True, True, False]
+    assert [model.phase_of_epoch(e) for e in range(7)] == [0, 0, 1, 1, 2, 3, 3]
+    assert StackedAutoencoder(SAMPLE_SHAPE, pretrain_epochs=0).phase_of_epoch(0) == 3
 
-    model.on_epoch_begin(2)  # greedy layer 1: only encoder_1 and decoder_1 move
-    before = [v.numpy() for v in model.variables]
     batch = {"patch": tf.random.uniform([8, 784]), "label": tf.zeros([8], tf.int64)}
-    model.train_step(batch)
-    moved = {id(v) for v, old in zip(model.variables, before) if not np.array_equal(old, v.numpy())}
-    layer_1 = model.encoder_layers[1].variables + model.decoder_layers[1].variables
-    assert moved == {id(v) for v in layer_1}
+    for epoch, layers in ((2, [model.encoder_layers[1], model.decoder_layers[1]]),  # greedy layer 1
+                          (4, [model.head])):  # the softmax alone on the fixed codes
+        model.on_epoch_begin(epoch)
+        before = [v.numpy() for v in model.variables]
+        model.train_step(batch)
+        moved = {id(v) for v, old in zip(model.variables, before) if not np.array_equal(old, v.numpy())}
+        assert moved == {id(v) for layer in layers for v in layer.variables}
+
+
+def test_first_greedy_layer_is_a_sigmoid_cross_entropy_autoencoder_and_the_second_a_linear_mse_one():
+    model = StackedAutoencoder(SAMPLE_SHAPE, hidden_units=(32, 16), pretrain_losses=["binary_crossentropy", "mse"])
+    model(tf.zeros([1, 784]))
+    x = tf.random.uniform([4, 784])
+    code = tf.nn.relu(model.encoder_layers[0](x))
+    output = tf.sigmoid(model.decoder_layers[0](code))
+    expected = -np.mean(x * np.log(output) + (1 - x) * np.log(1 - output), axis=-1)
+    np.testing.assert_allclose(model._layer_loss(x, 0).numpy(), expected, rtol=1e-4)
+    linear = model.decoder_layers[1](tf.nn.relu(model.encoder_layers[1](code)))
+    np.testing.assert_allclose(model._layer_loss(x, 1).numpy(), np.mean((linear - code) ** 2, axis=-1),
+                               rtol=1e-4)
+
+
+def test_a_traced_stacked_evaluation_scores_the_current_phase():
+    # The loop traces test_step once; after the switch to greedy layer 1 it must score layer 1's
+    # reconstruction, not layer 0's (whose weights no longer move, so its loss would repeat every epoch).
+    model = StackedAutoencoder(SAMPLE_SHAPE, hidden_units=(32, 16), pretrain_epochs=1)
+    model(tf.zeros([1, 784]))
+    batch = {"patch": tf.random.uniform([8, 784]), "label": tf.zeros([8], tf.int64)}
+    test_step = tf.function(model.test_step)
+    for epoch in range(4):
+        model.on_epoch_begin(epoch)
+        expected = model._phase_objective(batch, model.phase)[1]["loss"]
+        assert float(test_step(batch)["loss"]) == pytest.approx(float(expected), rel=1e-5)
 
 
 def test_l1_model_trains_the_same_on_two_replicas_as_on_one(mirrored_strategy):
@@ -211,6 +238,7 @@ def test_kl_sparsity_matches_its_formula():
     (lambda: DenseAutoencoder(SAMPLE_SHAPE, noise="masking", noise_level=1.0), r"model.noise_level 1.0 is invalid"),
     (lambda: StackedAutoencoder(SAMPLE_SHAPE, num_classes=1), r"model.num_classes 1 is invalid"),
     (lambda: StackedAutoencoder(SAMPLE_SHAPE, pretrain_epochs=-2), r"model.pretrain_epochs -2 is invalid"),
+    (lambda: StackedAutoencoder(SAMPLE_SHAPE, pretrain_losses=["mse"]), r"model.pretrain_losses \['mse'\] is invalid"),
     (lambda: make_optimizer({"learning_rate": 0.1}), r"optimizer .* is invalid; give a name"),
     (lambda: make_optimizer({"name": "adam", "learnin_rate": 0.1}), r"optimizer .*learnin_rate.* is invalid"),
 ])

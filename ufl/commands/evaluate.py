@@ -5,7 +5,8 @@ import importlib
 EPILOG = """examples:
   ufl evaluate linear-probe --run work/run --data builtin:digits
   ufl evaluate linear-probe --model-dir work/models/digits --data builtin:mnist10k --json
-  ufl evaluate linear-probe --run work/fashion-run --data builtin:fashion-mnist --max-images 10000
+  ufl evaluate linear-probe --run work/fashion-run --data builtin:fashion-mnist --split source
+  ufl evaluate linear-probe --run work/run --data builtin:fashion-mnist --max-images 10000
 """
 
 
@@ -26,11 +27,17 @@ def add_parser(subparsers) -> None:
     model.add_argument("--model-dir", metavar="DIR", help="an exported MODELS/NAME or MODELS/NAME/VERSION")
     probe.add_argument("--data", required=True, metavar="SOURCE",
                        help="labelled image source (builtin:digits, builtin:mnist, npz:FILE.npz, or a DATA/ dir)")
-    probe.add_argument("--test-size", type=float, default=0.25, help="held-out fraction per class (default 0.25)")
+    probe.add_argument("--split", choices=("stratified", "source"), default="stratified",
+                       help="stratified: a stratified --test-size split of all images (default); source: train on "
+                       "the source's own train images, score on its test images (builtin:mnist, "
+                       "builtin:fashion-mnist)")
+    probe.add_argument("--test-size", type=float, default=0.25,
+                       help="held-out fraction per class with --split stratified (default 0.25)")
     probe.add_argument("--seed", type=int, default=0, help="seed of the split and of --max-images (default 0)")
     probe.add_argument("--C", type=float, default=None, help="inverse L2 strength of the probe (default 0.1)")
     probe.add_argument("--max-images", type=int, default=None,
-                       help="use a stratified subset of this many images (large sources such as Fashion-MNIST)")
+                       help="use a stratified subset of this many images (with --split source: of the training "
+                       "images; the test images are all used)")
     probe.add_argument("--grid-stride", type=int, default=None, help="patch grid stride with --run (default P//4)")
     probe.add_argument("--pool-grid", type=int, default=2, help="pooling regions per side with --run (default 2)")
     probe.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
@@ -48,8 +55,10 @@ def format_table(result: dict) -> str:
     rows = [("encoder features", result["feature_accuracy"], result["feature_dim"],
              result["feature_seconds"] + result["feature_fit_seconds"]),
             ("raw pixels", result["raw_accuracy"], result["raw_dim"], result["raw_fit_seconds"])]
+    split = ("the source's own split" if result.get("split") == "source"
+             else f"stratified, seed {result['seed']}")
     lines = [f"linear probe on {result['data']} ({result['n_train']} train / {result['n_test']} test, "
-             f"stratified, seed {result['seed']}, C={result['C']})",
+             f"{split}, C={result['C']})",
              f"{'':18}{'accuracy':>10}{'feature size':>14}{'seconds':>10}"]
     lines += [f"{name:18}{accuracy:>10.4f}{size:>14d}{seconds:>10.1f}" for name, accuracy, size, seconds in rows]
     return "\n".join(lines)
@@ -60,7 +69,7 @@ def run_linear_probe(args) -> int:
 
     from ufl.config import ConfigError
     from ufl.export.evaluate import (DEFAULT_C, check_image_size, linear_probe, model_dir_encoder, run_encoder,
-                                     source_of, stratified_subset)
+                                     source_of, source_split, stratified_subset)
     from ufl.pipeline import load_images
 
     if args.max_images is not None and args.max_images < 10:
@@ -70,14 +79,19 @@ def run_linear_probe(args) -> int:
     else:
         encode, info = model_dir_encoder(args.model_dir)
     source = source_of(args.data)
-    images, labels = load_images(source, color="rgb" if info.get("channels") == 3 else "gray")
+    color = "rgb" if info.get("channels") == 3 else "gray"
+    split = None
+    if args.split == "source":
+        images, labels, split = source_split(source, color=color, max_images=args.max_images, seed=args.seed)
+    else:
+        images, labels = load_images(source, color=color)
+        if labels is not None:
+            keep = stratified_subset(labels, args.max_images, seed=args.seed)
+            images, labels = images[keep], labels[keep]
     check_image_size(images, info, source)
-    if labels is not None:
-        keep = stratified_subset(labels, args.max_images, seed=args.seed)
-        images, labels = images[keep], labels[keep]
     result = linear_probe(images, labels, encode, test_size=args.test_size, seed=args.seed,
-                          C=DEFAULT_C if args.C is None else args.C)
+                          C=DEFAULT_C if args.C is None else args.C, split=split)
     result.update({"data": source, "model": args.run_dir or args.model_dir, "kind": info.get("kind"),
-                   "image_mode": info.get("image_mode"), "n_images": int(len(labels))})
+                   "image_mode": info.get("image_mode"), "n_images": int(len(labels)), "split": args.split})
     print(json.dumps(result, sort_keys=True) if args.json else format_table(result))
     return 0

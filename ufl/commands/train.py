@@ -120,7 +120,7 @@ def describe_presets() -> str:
         if preset.data:
             options = {f.name for f in dataclasses.fields(PreprocessConfig)}
             recipe = " ".join(f"--{key.replace('_', '-')} {_cli_value(value)}" for key, value in preset.data.items()
-                              if key in options and key not in ("source", "out"))
+                              if key in options and key not in ("source", "out") and value is not None)
             lines.append(f"    data:      ufl preprocess --source {preset.data.get('source', 'SOURCE')} "
                          f"--out DATA {recipe}".rstrip())
             for key, value in preset.data.items():
@@ -130,6 +130,8 @@ def describe_presets() -> str:
             figures = ", ".join(f"{key} {value}" for key, value in preset.reference.items() if key != "source")
             source = preset.reference.get("source")
             lines.append(f"    reference: {figures}" + (f" ({source})" if source else ""))
+        if preset.full_run:
+            lines.append(f"    full run:  {preset.full_run}")
     return "\n".join(lines) if lines else "no presets are installed"
 
 
