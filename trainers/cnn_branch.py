@@ -203,8 +203,8 @@ def _lasagne_preset(name: str, branch: bool, description: str, minutes: int) -> 
     return Preset(name=name, description=description, model=model,
                   train={"epochs": 30, "batch_size": 500, "optimizer": _SGD}, data=_MNIST_50K,
                   reference={**published, "source": REFERENCE["source"]},
-                  full_run=f"{minutes} min with --set jit_compile=false (2 CPU cores shared with other jobs, load "
-                           "average 12-16)")
+                  full_run=f"{minutes} min (jit_compile auto: no XLA on CPU; 2 CPU cores shared with other "
+                           "jobs, load average 12-16)")
 
 
 PRESETS = [
