@@ -26,16 +26,19 @@ def zero_code_patches(correlations: tf.Tensor, sparsity_weight, *, non_negative:
     return peak <= sparsity_weight
 
 
-def per_patch_codes(correlations: tf.Tensor, initial_codes: tf.Tensor, run_steps, *, sparsity_weight,
+def per_patch_codes(correlations: tf.Tensor, data: tf.Tensor, initial_codes: tf.Tensor, run_steps, *,
+                    sparsity_weight,
                     non_negative: bool, max_steps: int, tolerance: float, check_every: int = 10) -> tf.Tensor:
     """Codes ``(batch, n_atoms)`` by screening and FISTA rounds on the patches still moving.
 
     Args:
-      correlations: ``sAᵀ`` ``(batch, n_atoms)``.
+      correlations: ``sAᵀ`` ``(batch, n_atoms)``, for the screening.
+      data: ``(batch, ...)`` what ``run_steps`` takes of each patch (its rows follow the patches still
+        moving).
       initial_codes: ``(batch, n_atoms)`` start of FISTA (zeros unless warm-started).
-      run_steps: ``(codes, momentum_point, t, correlations, n_steps) -> (codes, momentum_point, t,
-        change)``: ``n_steps`` FISTA steps (``t`` and ``change``, the largest code change of the last step,
-        of shape ``(rows, 1)``).
+      run_steps: ``(codes, momentum_point, t, data, n_steps) -> (codes, momentum_point, t, change)``:
+        ``n_steps`` FISTA steps (``t`` a scalar, ``change`` the largest code change of each patch in the
+        last step, of shape ``(rows,)``).
       sparsity_weight: γ; non_negative: codes constrained to x >= 0.
       max_steps: FISTA steps at most per patch; tolerance: a patch stops when its last step changed no code
         by this much; check_every: steps per round.
@@ -47,23 +50,23 @@ def per_patch_codes(correlations: tf.Tensor, initial_codes: tf.Tensor, run_steps
         zero = tf.logical_and(zero, tf.reduce_all(tf.equal(initial_codes, 0.0), -1))
     active = tf.cast(tf.where(tf.logical_not(zero))[:, 0], tf.int32)
     codes = tf.gather(initial_codes, active)
-    state = (tf.constant(0), tf.zeros_like(correlations), active, codes, codes, tf.ones_like(codes[:, :1]),
-             tf.gather(correlations, active))
+    state = (tf.constant(0), tf.zeros_like(correlations), active, codes, codes, tf.constant(1.0),
+             tf.gather(data, active))
 
-    def body(round_index, result, active, codes, point, t, correlations):
+    def body(round_index, result, active, codes, point, t, data):
         n_steps = tf.minimum(check_every, max_steps - round_index * check_every)
-        codes, point, t, change = run_steps(codes, point, t, correlations, n_steps)
-        leaving = tf.logical_or(change[:, 0] < tolerance, tf.equal(round_index + 1, rounds))
+        codes, point, t, change = run_steps(codes, point, t, data, n_steps)
+        leaving = tf.logical_or(change < tolerance, tf.equal(round_index + 1, rounds))
         result = tf.tensor_scatter_nd_update(result, tf.boolean_mask(active, leaving)[:, None],
                                              tf.boolean_mask(codes, leaving))
         staying = tf.logical_not(leaving)
-        return (round_index + 1, result,
-                *[tf.boolean_mask(value, staying) for value in (active, codes, point, t, correlations)])
+        return (round_index + 1, result, *[tf.boolean_mask(value, staying) for value in (active, codes, point)],
+                t, tf.boolean_mask(data, staying))
 
     def cond(round_index, result, active, *_):
         return tf.logical_and(round_index < rounds, tf.size(active) > 0)
 
     rows = tf.TensorShape([None, n_atoms])
     invariants = (tf.TensorShape([]), correlations.shape, tf.TensorShape([None]), rows, rows,
-                  tf.TensorShape([None, 1]), rows)
+                  tf.TensorShape([]), tf.TensorShape([None]).concatenate(data.shape[1:]))
     return tf.while_loop(cond, body, state, shape_invariants=invariants)[1]

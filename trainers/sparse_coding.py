@@ -107,8 +107,8 @@ class SparseCoding(tf_keras.layers.Layer):
     def encode(self, patches: tf.Tensor, dictionary: Optional[tf.Tensor] = None, *,
                per_patch: bool = False) -> tf.Tensor:
         """Codes ``(batch, n_atoms)`` of ``(batch, patch_dim)`` patches (under ``dictionary`` if given);
-        ``per_patch``: each patch stops once its codes are certified within ``tolerance`` (relative
-        objective) of the optimum (``sparse_encode``'s ``per_patch``; constant codes only)."""
+        ``per_patch``: patches whose optimal code is 0 are screened out and each other patch stops once its
+        last step moved no code by ``tolerance`` (``sparse_encode``'s ``per_patch``; constant codes only)."""
         dictionary = self.dictionary if dictionary is None else dictionary
         if patches.shape[-1] is not None and patches.shape[-1] != dictionary.shape[-1]:
             raise ValueError(f"patches have length {patches.shape[-1]} but the {self.n_atoms}-atom dictionary "

@@ -76,7 +76,7 @@ def soft_threshold(values: tf.Tensor, threshold, *, non_negative: bool = False) 
     """The proximal operator of ``threshold·‖x‖₁`` (plus the constraint x >= 0 when ``non_negative``)."""
     if non_negative:
         return tf.nn.relu(values - threshold)
-    return tf.sign(values) * tf.nn.relu(tf.abs(values) - threshold)
+    return values - tf.clip_by_value(values, -threshold, threshold)  # = sign(v)·max(|v| − threshold, 0)
 
 
 def _gradient_operator(patches, dictionary):
@@ -112,22 +112,37 @@ def _proximal_iterations(codes, correlations, apply_gram, *, threshold_step, ste
     return codes, steps
 
 
-def _fista_steps(codes, momentum_point, t, correlations, n_steps, *, apply_gram, threshold_step, step,
-                 accelerate, non_negative):
-    """``n_steps`` (F)ISTA steps continuing from ``(codes, momentum_point, t)`` with ``t`` per patch
-    ``(batch, 1)``; returns them and each patch's largest code change in the last step ``(batch, 1)``."""
-    def body(i, codes, momentum_point, t, _):
-        gradient = apply_gram(momentum_point) - correlations
-        new_codes = soft_threshold(momentum_point - step * gradient, threshold_step, non_negative=non_negative)
-        change = tf.reduce_max(tf.abs(new_codes - codes), -1, keepdims=True)
-        if not accelerate:
-            return i + 1, new_codes, new_codes, t, change
-        new_t = (1.0 + tf.sqrt(1.0 + 4.0 * t * t)) / 2.0
-        return i + 1, new_codes, new_codes + ((t - 1.0) / new_t) * (new_codes - codes), new_t, change
+def _gradient_step_operator(patches, correlations, dictionary, step):
+    """``(data, gradient_step)``: per-patch data and the map ``(point, data) -> point − step·∇`` of the
+    lasso's smooth part, written with as few full-size elementwise operations as possible (they, not the
+    products, dominate a step on small patches): through the ``patch_dim`` residual
+    ``point + (s − point·A)·(step·Aᵀ)`` (data: the patches), or, when one K×K product beats two K×D, through
+    ``point·(I − step·AAᵀ) + step·sAᵀ`` (data: the scaled correlations)."""
+    n_atoms, patch_dim = dictionary.shape[0], dictionary.shape[1]
+    if n_atoms is None or patch_dim is None or n_atoms <= 2 * patch_dim:
+        descent = tf.eye(tf.shape(dictionary)[0]) - step * tf.matmul(dictionary, dictionary, transpose_b=True)
+        return step * correlations, lambda point, data: tf.matmul(point, descent) + data
+    scaled_atoms = step * tf.transpose(dictionary)
+    return patches, lambda point, data: point + tf.matmul(data - tf.matmul(point, dictionary), scaled_atoms)
 
-    _, codes, momentum_point, t, change = tf.while_loop(
-        lambda i, *_: i < n_steps, body, (tf.constant(0), codes, momentum_point, t, tf.zeros_like(t)))
-    return codes, momentum_point, t, change
+
+def _fista_steps(codes, momentum_point, t, data, n_steps, *, gradient_step, threshold_step, accelerate,
+                 non_negative):
+    """``n_steps`` >= 1 (F)ISTA steps continuing from ``(codes, momentum_point, t)`` (``t`` a scalar: the
+    rows of a per-patch batch all started together); returns them and each patch's largest code change in
+    the last step ``(batch,)``, computed for that step only."""
+    def step(codes, momentum_point, t):
+        new_codes = soft_threshold(gradient_step(momentum_point, data), threshold_step, non_negative=non_negative)
+        if not accelerate:
+            return new_codes, new_codes, t
+        new_t = (1.0 + tf.sqrt(1.0 + 4.0 * t * t)) / 2.0
+        return new_codes, new_codes + ((t - 1.0) / new_t) * (new_codes - codes), new_t
+
+    _, codes, momentum_point, t = tf.while_loop(
+        lambda i, *_: i < n_steps - 1, lambda i, *state: (i + 1, *step(*state)),
+        (tf.constant(0), codes, momentum_point, t))
+    new_codes, momentum_point, t = step(codes, momentum_point, t)
+    return new_codes, momentum_point, t, tf.reduce_max(tf.abs(new_codes - codes), -1)
 
 
 def _in_xla_cluster() -> bool:
@@ -226,9 +241,11 @@ def sparse_encode(patches: tf.Tensor, dictionary: tf.Tensor, *, sparsity_weight:
     settings = dict(threshold_step=sparsity_weight * step, step=step, accelerate=method == "fista",
                     non_negative=non_negative)
     if per_patch and truncate_gradient == 0 and not _in_xla_cluster():
-        run_steps = functools.partial(_fista_steps, apply_gram=apply_gram, **settings)
+        data, gradient_step = _gradient_step_operator(frozen_patches, correlations, frozen_dictionary, step)
+        run_steps = functools.partial(_fista_steps, gradient_step=gradient_step, threshold_step=sparsity_weight * step,
+                                      accelerate=method == "fista", non_negative=non_negative)
         return tf.stop_gradient(active_set.per_patch_codes(
-            correlations, codes, run_steps, sparsity_weight=sparsity_weight, non_negative=non_negative,
+            correlations, data, codes, run_steps, sparsity_weight=sparsity_weight, non_negative=non_negative,
             max_steps=max_steps, tolerance=tolerance, check_every=check_every))
     codes, _ = _proximal_iterations(codes, correlations, apply_gram, max_steps=max_steps,
                                     tolerance=tolerance, **settings)

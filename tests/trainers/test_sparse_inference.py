@@ -185,6 +185,22 @@ def test_per_patch_codes_equal_the_batch_loop_without_early_exit(problem):
     np.testing.assert_array_equal(per_patch[-5:], 0.0)
 
 
+@pytest.mark.parametrize("n_atoms", [48, 64])  # 48 <= 2 x 24: through the Gram matrix; 64: through the atoms
+@pytest.mark.parametrize("method,non_negative", [("fista", False), ("fista", True), ("ista", False)])
+def test_per_patch_steps_are_the_batch_loop_steps_on_both_gradient_forms(n_atoms, method, non_negative):
+    rng = np.random.default_rng(1)
+    dictionary = rng.standard_normal((n_atoms, 24)).astype(np.float32)
+    dictionary /= np.linalg.norm(dictionary, axis=1, keepdims=True)
+    patches = (rng.standard_normal((30, n_atoms)) * (rng.random((30, n_atoms)) < 0.1)) @ dictionary
+    patches = (patches + 0.05 * rng.standard_normal((30, 24))).astype(np.float32)
+    settings = dict(sparsity_weight=GAMMA, method=method, non_negative=non_negative, max_steps=25, tolerance=0.0)
+    per_patch = sparse_encode(patches, dictionary, per_patch=True, **settings).numpy()
+    np.testing.assert_allclose(per_patch, sparse_encode(patches, dictionary, **settings).numpy(), atol=1e-5)
+    if method == "fista" and not non_negative:
+        reference = numpy_fista(patches, dictionary, GAMMA, 25, lipschitz_constant(dictionary).numpy())
+        np.testing.assert_allclose(per_patch, reference, atol=1e-4)
+
+
 @pytest.mark.parametrize("non_negative", [False, True])
 def test_per_patch_codes_reach_the_optimum_of_a_long_exact_solve(problem, non_negative):
     patches, dictionary = problem
