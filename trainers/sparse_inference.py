@@ -215,29 +215,49 @@ def sparse_encode(patches: tf.Tensor, dictionary: tf.Tensor, *, sparsity_weight:
     frozen_dictionary = dictionary if full_gradient else tf.stop_gradient(dictionary)
     frozen_patches = patches if full_gradient else tf.stop_gradient(patches)
     correlations, apply_gram = _gradient_operator(frozen_patches, frozen_dictionary)
-    batch, n_atoms = tf.shape(patches)[0], tf.shape(dictionary)[0]
-
+    frozen = (frozen_patches, frozen_dictionary, correlations, apply_gram)
     if method == "rmsprop":
-        zeros = tf.zeros([batch, n_atoms], tf.float32)
-        settings = dict(sparsity_weight=sparsity_weight, learning_rate=learning_rate, rho=rho,
-                        momentum=momentum, epsilon=epsilon)
-        tail = n_steps if full_gradient else min(max(truncate_gradient, 0), n_steps)
-        codes, accumulator, velocity = zeros, zeros, zeros
-        if n_steps > tail:
-            codes, accumulator, velocity = _rmsprop_iterations(
-                codes, accumulator, velocity, frozen_patches, frozen_dictionary, correlations, apply_gram,
-                n_steps=n_steps - tail, **settings)
-        if tail:
-            correlations, apply_gram = _gradient_operator(patches, dictionary)
-            codes, _, _ = _rmsprop_iterations(codes, accumulator, velocity, patches, dictionary,
-                                              correlations, apply_gram, n_steps=tail, **settings)
-        codes = tf.nn.relu(codes) if non_negative else codes
-        return codes if truncate_gradient != 0 else tf.stop_gradient(codes)
+        codes = _rmsprop_codes(patches, dictionary, frozen, truncate_gradient=truncate_gradient, n_steps=n_steps,
+                               sparsity_weight=sparsity_weight, learning_rate=learning_rate, rho=rho,
+                               momentum=momentum, epsilon=epsilon)
+        return tf.nn.relu(codes) if non_negative else codes
+    return _proximal_codes(patches, dictionary, frozen, method=method, sparsity_weight=sparsity_weight,
+                           max_steps=max_steps, tolerance=tolerance, non_negative=non_negative,
+                           lipschitz=lipschitz, initial_codes=initial_codes,
+                           truncate_gradient=truncate_gradient, per_patch=per_patch, check_every=check_every)
 
+
+def _rmsprop_codes(patches, dictionary, frozen, *, truncate_gradient: int, n_steps: int, **settings) -> tf.Tensor:
+    """The original layer's RMSprop inference; the last ``truncate_gradient`` steps (all when -1) on the
+    differentiable patches and dictionary, the others on ``frozen`` = (patches, dictionary, correlations,
+    Gram operator) with gradients stopped."""
+    frozen_patches, frozen_dictionary, correlations, apply_gram = frozen
+    full_gradient = truncate_gradient < 0
+    zeros = tf.zeros([tf.shape(patches)[0], tf.shape(dictionary)[0]], tf.float32)
+    tail = n_steps if full_gradient else min(max(truncate_gradient, 0), n_steps)
+    codes, accumulator, velocity = zeros, zeros, zeros
+    if n_steps > tail:
+        codes, accumulator, velocity = _rmsprop_iterations(
+            codes, accumulator, velocity, frozen_patches, frozen_dictionary, correlations, apply_gram,
+            n_steps=n_steps - tail, **settings)
+    if tail:
+        correlations, apply_gram = _gradient_operator(patches, dictionary)
+        codes, _, _ = _rmsprop_iterations(codes, accumulator, velocity, patches, dictionary,
+                                          correlations, apply_gram, n_steps=tail, **settings)
+    return codes if truncate_gradient != 0 else tf.stop_gradient(codes)
+
+
+def _proximal_codes(patches, dictionary, frozen, *, method: str, sparsity_weight: float, max_steps: int,
+                    tolerance: float, non_negative: bool, lipschitz, initial_codes, truncate_gradient: int,
+                    per_patch: bool, check_every: int) -> tf.Tensor:
+    """(F)ISTA codes: per patch (screened, each stopping on its own) or as a batch loop; with
+    ``truncate_gradient`` k > 0, k differentiable ISTA steps after convergence."""
+    frozen_patches, frozen_dictionary, correlations, apply_gram = frozen
     if lipschitz is None:
         lipschitz = lipschitz_constant(tf.stop_gradient(dictionary))
     step = 1.0 / tf.cast(lipschitz, tf.float32)
-    codes = tf.zeros([batch, n_atoms], tf.float32) if initial_codes is None else initial_codes
+    codes = (tf.zeros([tf.shape(patches)[0], tf.shape(dictionary)[0]], tf.float32) if initial_codes is None
+             else initial_codes)
     settings = dict(threshold_step=sparsity_weight * step, step=step, accelerate=method == "fista",
                     non_negative=non_negative)
     if per_patch and truncate_gradient == 0 and not _in_xla_cluster():
@@ -256,4 +276,4 @@ def sparse_encode(patches: tf.Tensor, dictionary: tf.Tensor, *, sparsity_weight:
         codes, _ = _proximal_iterations(codes, correlations, apply_gram, max_steps=truncate_gradient,
                                         tolerance=0.0, **settings)
         return codes
-    return codes if full_gradient else tf.stop_gradient(codes)
+    return codes if truncate_gradient < 0 else tf.stop_gradient(codes)
