@@ -1,6 +1,6 @@
 """Benchmark of ``ufl preprocess`` against a plain script doing the same job, timed in the same run.
 
-The job (issue 3): 200,000 random 16x16 patches from the 10 built-in photos (20,000 per photo), per-patch
+The job: 200,000 random 16x16 patches from the 10 built-in photos (20,000 per photo), per-patch
 contrast normalization then ZCA whitening (statistics over all patches), written as 4 GZIP TFRecord shards of
 tf.train.Example. The plain script is what one would write by hand: numpy + scikit-learn's
 ``extract_patches_2d`` + ``np.linalg.eigh`` + ``tf.io.TFRecordWriter`` (one process), timed twice: as is
