@@ -178,7 +178,7 @@ def data_recipe(preset, source_file):
 def test_demo_preset_on_its_data_recipe_learns_gabor_like_filters(source, tmp_path, monkeypatch):
     # The preset as a user runs it: ufl preprocess with the preset's data recipe (the builtin photos, or the
     # command documented for the demo's own patches.mat, here one made like it), then ufl train, shortened to
-    # 10 of its 100 epochs (1,800 steps). Measured: 61% (builtin) and 51% (patches.mat) Gabor-like atoms.
+    # 10 of its 100 epochs (1,800 steps). Measured: 61% (builtin) and 57% (patches.mat) Gabor-like atoms.
     preset = get_preset("sparse-coding-demo")
     source_file = None
     if source == "patches.mat":
