@@ -122,7 +122,8 @@ def read_patches(data_dir: str, split: str = "train", *, batch_size: int = 256, 
     dataset = dataset.interleave(
         lambda path, limit: tf.data.TFRecordDataset(path, compression_type=COMPRESSION,
                                                     buffer_size=1 << 20).take(limit),
-        cycle_length=min(len(files), 8), num_parallel_calls=tf.data.AUTOTUNE, deterministic=not shuffle)
+        # deterministic: the records of parallel reads come in a fixed order, so a seed gives one order
+        cycle_length=min(len(files), 8), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if shuffle:
         dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     if repeat:

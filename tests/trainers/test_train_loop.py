@@ -174,3 +174,17 @@ def test_labelled_model_on_unlabelled_data_is_refused(data_dir, tmp_path):
     with pytest.raises(ConfigError, match=r"trains with labels but .* has none \(source 'array'\); "
                                           "preprocess a labelled source such as builtin:mnist"):
         train(config(data_dir, tmp_path / "run", model={"kind": "test-labelled"}))
+
+
+@pytest.mark.parametrize("in_memory", [True, False], ids=["in-memory", "streaming"])
+def test_same_config_and_data_give_the_same_weights_bit_for_bit(in_memory, tmp_path, monkeypatch):
+    if not in_memory:
+        monkeypatch.setattr(distributed_input, "IN_MEMORY_BYTES", 0)
+    data = str(tmp_path / "data")
+    models.make_data(data, rows=512, eval_rows=0, num_shards=4)  # shards read in parallel when streaming
+    runs = [train(config(data, tmp_path / name, seed=7)) for name in ("first", "second")]
+    assert runs[0]["execution"] == ("fused" if in_memory else "iterator")
+    for a, b in zip(weights(tmp_path / "first"), weights(tmp_path / "second")):
+        np.testing.assert_array_equal(a, b)
+    other = train(config(data, tmp_path / "other-seed", seed=8))  # the seed is what decides
+    assert other["train_objective"] != runs[0]["train_objective"]
