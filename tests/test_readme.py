@@ -118,7 +118,7 @@ class Recipe:
                     for previous, arg in zip([""] + argv, argv)]
             argv += [] if "--max-images" in argv else ["--max-images", "200"]
         if verb == "evaluate" and argv[1:2] == ["cnn-branch"]:
-            argv += ["--max-examples", "200"]
+            argv += ["--set", "max_steps=3"] + ([] if "--epochs" in argv else ["--epochs", "1"])
         return argv
 
     def run_command(self, line: str, where: str) -> None:
