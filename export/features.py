@@ -9,8 +9,6 @@ Three ways to the same numbers (the ``encode_images`` signature of MODELS/NAME/V
 """
 from __future__ import annotations
 
-import os
-import uuid
 from typing import Any, Dict, Iterable, Optional, Sequence
 
 import apache_beam as beam
@@ -192,13 +190,7 @@ def save_features(path: str, features: np.ndarray, labels: Optional[np.ndarray])
 
 def _save_npy(path: str, array: np.ndarray) -> None:
     """``np.save`` through a temporary sibling, so an interrupted or failed write leaves no partial file."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    temporary = os.path.join(directory, f".tmp-{uuid.uuid4().hex[:8]}-{os.path.basename(path)}")
-    try:
-        with open(temporary, "wb") as handle:
-            np.save(handle, array)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+    from ufl.config.base import atomic_open
+
+    with atomic_open(path, "wb") as handle:
+        np.save(handle, array)
