@@ -14,9 +14,11 @@ from typing import Any, Dict, Iterable, Optional, Sequence
 import apache_beam as beam
 import numpy as np
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, PredictionResult, RunInference
+from apache_beam.options.pipeline_options import PipelineOptions
 
 from ufl.export import signatures as sig
 from ufl.export.signatures import SIGNATURE_KEYS
+from ufl.pipeline.runner import make_pipeline
 
 
 def _progress(total: int, enabled: bool):
@@ -167,7 +169,7 @@ def features_pipeline(source_spec: str, model_dir: str, out_prefix: str, *, colo
 
     source = open_source(source_spec, color=color)
     source.check()
-    with beam.Pipeline(options=pipeline_options) as pipeline:
+    with make_pipeline(pipeline_options or PipelineOptions([])) as pipeline:
         _ = (pipeline
              | "ListReadUnits" >> beam.Create(source.units())
              | "ReadImages" >> beam.FlatMap(read_source_images, source)

@@ -44,6 +44,7 @@ from ufl.pipeline import layout
 from ufl.pipeline.analyzers import OrderedMomentsCombineFn, merge_stats
 from ufl.pipeline.normalize import CONTRAST_EPSILON, SCATTER_STEPS, STATS_KEYS
 from ufl.pipeline.patches import ExtractOptions
+from ufl.pipeline.runner import make_pipeline
 from ufl.pipeline.sources import ArraySource, Source, open_source
 from ufl.pipeline.transforms import (SUMMARY_FILE, SummaryCombineFn, UnitMomentsFn, WriteShardFn, write_bytes,
                                      write_summary)
@@ -243,7 +244,7 @@ def preprocess(config, pipeline_args: Sequence[str] = (), *, verbose: bool = Fal
 def run_pipeline(source, units, options: ExtractOptions, config, temp_dir: str,
                  pipeline_args: Sequence[str], verbose: bool) -> dict:
     """Runs the Beam pipeline that writes shards, stats and rejections into ``temp_dir``; returns its summary."""
-    pipeline = beam.Pipeline(options=beam_options(pipeline_args))
+    pipeline = make_pipeline(beam_options(pipeline_args))
     build_pipeline(pipeline, source, units, options, config, temp_dir)
     with Progress(temp_dir, config.num_shards, sys.stdout if verbose else None):  # some runners finish in run()
         result = pipeline.run()

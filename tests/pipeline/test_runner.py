@@ -1,0 +1,40 @@
+"""Local jobs run on Beam's FnApiRunner, never on a Prism binary fetched from the network."""
+import json
+
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.runners.portability import prism_runner
+from apache_beam.runners.portability.fn_api_runner import fn_runner
+
+from ufl.cli import main
+from ufl.pipeline.runner import make_pipeline
+
+
+@pytest.fixture
+def prism_calls(monkeypatch):
+    calls = []
+
+    def refuse(self, pipeline, options):
+        calls.append(options)
+        raise RuntimeError("ufl jobs must not reach the Prism runner")
+
+    monkeypatch.setattr(prism_runner.PrismRunner, "run_pipeline", refuse)
+    return calls
+
+
+@pytest.mark.parametrize("args", [[], ["--direct_running_mode=in_memory"], ["--direct_num_workers=1"]])
+def test_without_runner_the_local_runner_is_fnapi(args):
+    pipeline = make_pipeline(PipelineOptions(args))
+    assert isinstance(pipeline.runner, fn_runner.FnApiRunner)
+
+
+def test_a_named_runner_is_kept():
+    assert type(make_pipeline(PipelineOptions(["--runner=DirectRunner"])).runner).__name__ == "SwitchingDirectRunner"
+
+
+def test_preprocess_never_tries_prism(tmp_path, prism_calls):
+    out = tmp_path / "digits"
+    assert main(["preprocess", "--source", "builtin:digits", "--extract", "full", "--normalize", "none",
+                 "--out", str(out), "--num-shards", "1", "--direct_running_mode=in_memory"]) == 0
+    assert json.loads((out / "metadata.json").read_text())["counts"]["patches"]["train"] > 0
+    assert prism_calls == []
