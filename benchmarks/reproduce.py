@@ -185,6 +185,40 @@ def run_probe(runner: Runner, source: str, epochs: Optional[int]) -> dict:
             "data": source, "reference_data": f"{source}, its own train / test split", "probe": probe}
 
 
+def run_experiment(runner: Runner, name: str, epochs: Optional[int]) -> dict:
+    """Runs one experiment; a finished one's row is kept in WORKDIR/results/NAME.json for later reports."""
+    began = time.perf_counter()
+    started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
+    try:
+        if name == "cnn-branch":
+            row = run_cnn(runner, epochs)
+        elif name.startswith("probe-"):
+            row = run_probe(runner, "builtin:" + name[len("probe-"):], epochs)
+        else:
+            row = run_preset(runner, name, epochs)
+    except (RuntimeError, OSError, KeyError) as error:
+        row = {"error": str(error)}
+    row.update(experiment=name, seconds=round(time.perf_counter() - began, 1), epochs_override=epochs,
+               started=started, load_average_after=round(os.getloadavg()[0], 1))
+    if "error" not in row:
+        path = os.path.join(runner.workdir, "results", name + ".json")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path + ".partial", "w", encoding="utf-8") as handle:
+            json.dump(row, handle, default=str)
+        os.replace(path + ".partial", path)
+    return row
+
+
+def finished_row(workdir: str, name: str, epochs: Optional[int]) -> Optional[dict]:
+    """The row of an experiment this WORKDIR already finished with the same ``--epochs``, else None."""
+    path = os.path.join(workdir, "results", name + ".json")
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as handle:
+        row = json.load(handle)
+    return row if row.get("epochs_override") == epochs else None
+
+
 def copy_figures(rows: List[dict]) -> List[str]:
     """Copies each run's plots (filters, reconstructions, feature maps) into docs/reproduce/."""
     os.makedirs(DOCS, exist_ok=True)
@@ -206,11 +240,15 @@ def format_value(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def results_section(rows: List[dict], figures: List[str], started: str, seconds: float) -> str:
-    lines = [f"By `benchmarks/reproduce.py --readme --docs` on {started} UTC, {platform.machine()} CPU with "
-             f"{os.cpu_count()} cores shared with other jobs (load average at the end "
-             f"{os.getloadavg()[0]:.1f}), {seconds / 60:.0f} min in all. Each preset as published (network, "
-             "optimizer, batch, epochs), scored on the original test set.", "",
+def results_section(rows: List[dict], figures: List[str]) -> str:
+    dates = sorted(row["started"] for row in rows if row.get("started"))
+    loads = [row["load_average_after"] for row in rows if "load_average_after" in row]
+    when = f"{dates[0]} – {dates[-1]} UTC" if dates else "—"
+    lines = [f"By `benchmarks/reproduce.py --readme --docs`, experiments run {when} on an {platform.machine()} "
+             f"CPU with {os.cpu_count()} cores (load average after each experiment "
+             f"{min(loads, default=0):.1f}–{max(loads, default=0):.1f}), "
+             f"{sum(row.get('seconds', 0) for row in rows) / 60:.0f} min in all. Each preset as published "
+             "(network, optimizer, batch, epochs), scored on the original test set.", "",
              "| experiment | figure | published | ours | our data | minutes |", "|---|---|---|---|---|---|"]
     for row in rows:
         minutes = f"{row['seconds'] / 60:.1f}" if "seconds" in row else "—"
@@ -239,26 +277,20 @@ def main() -> int:
     parser.add_argument("--workdir", required=True, help="DATA/ and RUN/ folders; a rerun reuses and resumes them")
     parser.add_argument("--only", nargs="*", choices=choices, help="experiments to run (default: all)")
     parser.add_argument("--epochs", type=int, default=None, help="override every preset's epochs (quick passes)")
+    parser.add_argument("--rerun", action="store_true",
+                        help="run finished experiments again (default: report their recorded results)")
     parser.add_argument("--readme", action="store_true", help="rewrite README.md's Results section")
     parser.add_argument("--docs", action="store_true", help="copy the runs' figures into docs/reproduce/")
     args = parser.parse_args()
     runner = Runner(os.path.abspath(args.workdir))
     os.makedirs(runner.workdir, exist_ok=True)
-    started, start = datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M"), time.perf_counter()
+    start = time.perf_counter()
     rows = []
     for name in args.only or choices:
-        print(f"# {name}: running (log: {runner.log})", file=sys.stderr, flush=True)
-        began = time.perf_counter()
-        try:
-            if name == "cnn-branch":
-                row = run_cnn(runner, args.epochs)
-            elif name.startswith("probe-"):
-                row = run_probe(runner, "builtin:" + name[len("probe-"):], args.epochs)
-            else:
-                row = run_preset(runner, name, args.epochs)
-        except (RuntimeError, OSError, KeyError) as error:
-            row = {"error": str(error)}
-        row.update(experiment=name, seconds=round(time.perf_counter() - began, 1))
+        row = None if args.rerun else finished_row(runner.workdir, name, args.epochs)
+        if row is None:
+            print(f"# {name}: running (log: {runner.log})", file=sys.stderr, flush=True)
+            row = run_experiment(runner, name, args.epochs)
         rows.append(row)
         figures = "; ".join(f"{f['figure']}: ours {format_value(f['ours'])} vs published "
                             f"{format_value(f['reference'])}" for f in row.get("figures", []))
@@ -266,7 +298,7 @@ def main() -> int:
     seconds = time.perf_counter() - start
     figures = copy_figures(rows) if args.docs else []
     if args.readme:
-        write_readme_section(results_section(rows, figures, started, seconds))
+        write_readme_section(results_section(rows, figures))
     print(json.dumps({"benchmark": "reproduce", "epochs_override": args.epochs, "workdir": runner.workdir,
                       "seconds": round(seconds, 1), "load_average": [round(v, 2) for v in os.getloadavg()],
                       "experiments": rows}, default=str))
