@@ -38,6 +38,9 @@ class NpySource(ArraySource):
     def path(self) -> str:
         return self.spec.split(":", 1)[1]
 
+    def location(self) -> str:
+        return self.path()
+
     def check(self) -> None:
         require_file(self.path(), self.spec)
         super().check()
@@ -47,6 +50,9 @@ class NpySource(ArraySource):
 
 
 class NpzSource(ArraySource):
+    def location(self) -> str:
+        return split_path_key(self.spec.split(":", 1)[1], ".npz")[0]
+
     def check(self) -> None:
         require_file(split_path_key(self.spec.split(":", 1)[1], ".npz")[0], self.spec)
         super().check()
@@ -83,6 +89,9 @@ def keras_split(data) -> Arrays:
 
 
 class MatSource(ArraySource):
+    def location(self) -> str:
+        return split_path_key(self.spec.split(":", 1)[1], ".mat")[0]
+
     def check(self) -> None:
         require_file(split_path_key(self.spec.split(":", 1)[1], ".mat")[0], self.spec)
         super().check()

@@ -8,8 +8,9 @@ Modes (``--extract``):
   full    the whole image is the sample (its size must equal ``patch_shape``).
 Patches whose pixel standard deviation is below ``min_std`` are dropped (flat sky, blank margins).
 
-Each image also gets a train/eval split from a stable hash of its uri, independent of the seed, so reruns
-and different seeds agree on which images are held out.
+Each image also gets a train/eval split from a stable hash of its key (its uri without the spelling of the
+source's folder, ``Source.image_key``), independent of the seed, so reruns, different seeds and different
+working directories agree on which images are held out.
 """
 from __future__ import annotations
 
@@ -50,9 +51,9 @@ def uri_hash(uri: str) -> int:
     return int.from_bytes(hashlib.blake2b(uri.encode("utf-8"), digest_size=8).digest(), "little")
 
 
-def is_eval(uris: Sequence[str], eval_fraction: float) -> np.ndarray:
-    """bool ``(n,)``: which images go to the eval split (stable hash of the uri below ``eval_fraction``)."""
-    return np.array([uri_hash(uri) / 2.0 ** 64 < eval_fraction for uri in uris], dtype=bool)
+def is_eval(keys: Sequence[str], eval_fraction: float) -> np.ndarray:
+    """bool ``(n,)``: which images go to the eval split (stable hash of the key below ``eval_fraction``)."""
+    return np.array([uri_hash(key) / 2.0 ** 64 < eval_fraction for key in keys], dtype=bool)
 
 
 def size_problem(shape: Sequence[int], options: ExtractOptions) -> Optional[str]:
@@ -70,15 +71,16 @@ def size_problem(shape: Sequence[int], options: ExtractOptions) -> Optional[str]
     return None
 
 
-def patch_positions(uris: Sequence[str], height: int, width: int, options: ExtractOptions) -> np.ndarray:
-    """int64 ``(n, k, 2)`` top-left corners of the k patches of each of ``n`` images of size height x width."""
+def patch_positions(keys: Sequence[str], height: int, width: int, options: ExtractOptions) -> np.ndarray:
+    """int64 ``(n, k, 2)`` top-left corners of the k patches of each of ``n`` images of size height x width
+    (``keys``: the images' keys, which seed their random positions)."""
     rows, cols = options.patch_shape
-    n = len(uris)
+    n = len(keys)
     if options.mode == "random":
         k = options.patches_per_image
         corners = np.empty((n, k, 2), dtype=np.int64)
-        for index, uri in enumerate(uris):
-            rng = np.random.default_rng([options.seed, uri_hash(uri)])
+        for index, key in enumerate(keys):
+            rng = np.random.default_rng([options.seed, uri_hash(key)])
             corners[index, :, 0] = rng.integers(0, height - rows + 1, size=k)
             corners[index, :, 1] = rng.integers(0, width - cols + 1, size=k)
         return corners
@@ -93,19 +95,19 @@ def patch_positions(uris: Sequence[str], height: int, width: int, options: Extra
     return np.zeros((n, 1, 2), dtype=np.int64)
 
 
-def extract_patches(images: np.ndarray, uris: Sequence[str], options: ExtractOptions) -> PatchBlock:
+def extract_patches(images: np.ndarray, keys: Sequence[str], options: ExtractOptions) -> PatchBlock:
     """Cuts the patches of a batch of same-size images.
 
     Args:
       images: float32 ``(n, H, W, C)`` raw pixels, each at least ``patch_shape`` (see ``size_problem``).
-      uris: the ``n`` images' uris (they seed the random positions).
+      keys: the ``n`` images' keys (``ImageBatch.keys``; they seed the random positions).
       options: extraction options.
     Returns:
       A PatchBlock with patches flattened row-major (rows, cols, C), in image order then position order.
     """
     n, height, width, channels = images.shape
     rows, cols = options.patch_shape
-    corners = patch_positions(uris, height, width, options)
+    corners = patch_positions(keys, height, width, options)
     k = corners.shape[1]
     image_index = np.repeat(np.arange(n), k)
     corners = corners.reshape(-1, 2)

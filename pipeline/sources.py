@@ -58,6 +58,13 @@ class ImageBatch:
     images: np.ndarray
     labels: Optional[np.ndarray] = None
     split: Optional[str] = None
+    #: Each image's identity within its source, independent of how the source's path was spelled (see
+    #: ``Source.image_key``): it picks the train/eval split and seeds the random patch positions.
+    keys: Optional[List[str]] = None
+
+    def __post_init__(self):
+        if self.keys is None:
+            self.keys = list(self.uris)
 
 
 @dataclasses.dataclass
@@ -132,6 +139,19 @@ class Source:
     def check(self) -> None:
         """Raises ConfigError when the source cannot be read at all (missing file, empty glob...)."""
 
+    def location(self) -> Optional[str]:
+        """The file or folder path inside the spec (None for built-in and tfds sources)."""
+        return None
+
+    def image_key(self, uri: str) -> str:
+        """``uri`` without the spelling of the source's location: ``npz:data/x.npz#00000007``,
+        ``npz:./data/x.npz#00000007`` and ``npz:/home/me/data/x.npz#00000007`` all give
+        ``npz:x.npz#00000007``, so the same files get the same split and patches from any working directory."""
+        location = self.location()
+        if not location:
+            return uri
+        return uri.replace(location, os.path.basename(location.rstrip("/")), 1)
+
     def units(self) -> list:
         raise NotImplementedError
 
@@ -146,10 +166,11 @@ class Source:
         for index in np.flatnonzero(~finite):
             yield Rejection(uris[index], "image contains NaN or Inf pixel values")
         if finite.all():
-            yield ImageBatch(list(uris), images, labels, split)
+            yield ImageBatch(list(uris), images, labels, split, [self.image_key(uri) for uri in uris])
         elif finite.any():
-            yield ImageBatch([u for u, ok in zip(uris, finite) if ok], images[finite],
-                             None if labels is None else labels[finite], split)
+            kept = [uri for uri, ok in zip(uris, finite) if ok]
+            yield ImageBatch(kept, images[finite], None if labels is None else labels[finite], split,
+                             [self.image_key(uri) for uri in kept])
 
 
 class ArraySource(Source):
@@ -253,6 +274,18 @@ class FileSource(Source):
 
     def glob(self) -> str:
         return self.spec.split(":", 1)[1]
+
+    def image_key(self, uri: str) -> str:
+        """The file's path below the glob's first wildcard-free folder (``photos/*.png`` and
+        ``/home/me/photos/*.png`` both give ``a.png`` for ``photos/a.png``)."""
+        glob = self.glob()
+        cut = min((glob.find(c) for c in "*?[" if c in glob), default=len(glob))
+        root = glob[:cut].rsplit("/", 1)[0] if "/" in glob[:cut] else ""
+        root_path = os.path.abspath(root) if root and "://" not in root else root
+        path = os.path.abspath(uri) if "://" not in uri else uri
+        if root_path and path.startswith(root_path.rstrip("/") + "/"):
+            return path[len(root_path.rstrip("/")) + 1:]
+        return os.path.basename(uri)
 
     def check(self) -> None:
         if not self.units():

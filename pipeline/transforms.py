@@ -46,15 +46,15 @@ def usable_batches(source: Source, unit, options: ExtractOptions):
 def select(batch: ImageBatch, mask: np.ndarray) -> ImageBatch:
     labels = None if batch.labels is None else batch.labels[mask]
     return ImageBatch([uri for uri, keep in zip(batch.uris, mask) if keep], batch.images[mask], labels,
-                      batch.split)
+                      batch.split, [key for key, keep in zip(batch.keys, mask) if keep])
 
 
 def held_out(batch: ImageBatch, eval_split: str, eval_fraction: float) -> np.ndarray:
     """bool ``(n,)``: which images of ``batch`` go to eval: the source's own test images with
-    ``eval_split="source"``, else the ``eval_fraction`` picked by the stable hash of their uris."""
+    ``eval_split="source"``, else the ``eval_fraction`` picked by the stable hash of their keys."""
     if eval_split == "source":
         return np.full(len(batch.uris), batch.split == "test")
-    return is_eval(batch.uris, eval_fraction)
+    return is_eval(batch.keys, eval_fraction)
 
 
 class UnitMomentsFn(beam.DoFn):
@@ -77,7 +77,7 @@ class UnitMomentsFn(beam.DoFn):
             for batch in usable_batches(self.source, unit, self.options)[0]:
                 train = select(batch, ~held_out(batch, self.eval_split, self.eval_fraction))
                 if train.uris:
-                    block = extract_patches(train.images, train.uris, self.options).patches
+                    block = extract_patches(train.images, train.keys, self.options).patches
                     block = normalize_block(block, self.steps, stats or {}, self.contrast_epsilon, np.float64)
                     moments = moments.merge(Moments.of(block, self.with_scatter))
         yield index, moments
@@ -158,7 +158,7 @@ class WriteShardFn(beam.DoFn):
         return summary
 
     def write_split(self, writer, batch, stats, needs_stats, summary, split):
-        block = extract_patches(batch.images, batch.uris, self.options)
+        block = extract_patches(batch.images, batch.keys, self.options)
         summary["patches_dropped_flat"] += block.dropped
         if not len(block.patches) or (needs_stats and not stats):
             return  # no train patches at all means no statistics: the driver reports it

@@ -43,10 +43,10 @@ def raw_train_patches(config):
     blocks = []
     for unit in source.units():
         for batch in source.read(unit):
-            keep = ~is_eval(batch.uris, config.eval_fraction)
-            uris = [u for u, k in zip(batch.uris, keep) if k]
-            if uris:
-                blocks.append(extract_patches(batch.images[keep], uris, options).patches)
+            keep = ~is_eval(batch.keys, config.eval_fraction)
+            keys = [u for u, k in zip(batch.keys, keep) if k]
+            if keys:
+                blocks.append(extract_patches(batch.images[keep], keys, options).patches)
     return np.concatenate(blocks)
 
 

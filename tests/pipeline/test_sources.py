@@ -3,6 +3,7 @@ import os
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from ufl.config import ConfigError
 from ufl.pipeline import load_images
@@ -181,3 +182,47 @@ def test_npz_in_keras_layout_keeps_its_split(tmp_path):
     batches, _ = read_all(f"npz:{tmp_path}/keras.npz")
     assert [(b.split, b.uris[0]) for b in batches] == [("train", f"npz:{tmp_path}/keras.npz/train#00000000"),
                                                        ("test", f"npz:{tmp_path}/keras.npz/test#00000000")]
+
+
+def _keys(spec):
+    source = open_source(spec)
+    source.check()
+    return [key for unit in source.units() for batch in source.read(unit) if isinstance(batch, ImageBatch)
+            for key in batch.keys]
+
+
+def test_image_keys_do_not_depend_on_how_the_path_is_spelled(tmp_path, monkeypatch):
+    (tmp_path / "data" / "photos" / "sub").mkdir(parents=True)
+    np.savez(tmp_path / "data" / "x.npz", images=np.zeros((3, 8, 8), np.uint8))
+    for name in ("a.png", "sub/b.png"):
+        Image.fromarray(np.full((8, 8), 9, np.uint8)).save(tmp_path / "data" / "photos" / name)
+    monkeypatch.chdir(tmp_path)
+    spellings = ["npz:data/x.npz", "npz:./data/x.npz", f"npz:{tmp_path}/data/x.npz", "npz:data/../data/x.npz"]
+    assert {tuple(_keys(spec)) for spec in spellings} == {("npz:x.npz#00000000", "npz:x.npz#00000001",
+                                                          "npz:x.npz#00000002")}
+    globs = ["images:data/photos/**.png", f"images:{tmp_path}/data/photos/**.png",
+             "images:./data/photos/**.png"]
+    assert {tuple(sorted(_keys(spec))) for spec in globs} == {("a.png", "sub/b.png")}
+    monkeypatch.chdir(tmp_path / "data")
+    assert sorted(_keys("images:photos/**.png")) == ["a.png", "sub/b.png"]
+
+
+def test_the_split_and_patches_of_a_file_are_the_same_from_any_working_directory(tmp_path, monkeypatch):
+    from ufl.cli import main
+    from ufl.pipeline import read_patches
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "work").mkdir()
+    np.save(tmp_path / "images.npy", rng.integers(0, 256, size=(60, 12, 12), dtype=np.uint8))
+    written = []
+    for cwd, spec in ((tmp_path, "npy:images.npy"), (tmp_path / "work", f"npy:{tmp_path}/images.npy")):
+        monkeypatch.chdir(cwd)
+        out = tmp_path / f"data{len(written)}"
+        assert main(["preprocess", "--source", spec, "--out", str(out), "--patch-size", "4",
+                     "--patches-per-image", "3", "--eval-fraction", "0.3", "--normalize", "none",
+                     "--direct_running_mode=in_memory"]) == 0
+        written.append({split: np.concatenate([b["patch"].numpy() for b in read_patches(str(out), split)])
+                        for split in ("train", "eval")})
+    assert 0 < len(written[0]["eval"]) < len(written[0]["train"])
+    for split in ("train", "eval"):
+        np.testing.assert_array_equal(written[0][split], written[1][split])

@@ -70,9 +70,9 @@ def test_preprocess_writes_patches_at_the_target_variance_and_the_graph_agrees(t
     # the exported graph's normalization (same module, TF ops) maps raw patches to what DATA/ holds
     source = open_source(config.source)
     options = ExtractOptions((8, 8), "random", 200, None, 0.0, 0)
-    raw = np.concatenate([extract_patches(batch.images, batch.uris, options).patches
+    raw = np.concatenate([extract_patches(batch.images, batch.keys, options).patches
                           for unit in source.units() for batch in source.read(unit)
-                          if not is_eval(batch.uris, config.eval_fraction).any()])
+                          if not is_eval(batch.keys, config.eval_fraction).any()])
     graph_stats = {key: value.astype(np.float32) for key, value in stats.items()}
     in_graph = tf.function(lambda patches: apply_normalization(patches, STEPS, graph_stats,
                                                                xp=tf.experimental.numpy))

@@ -60,7 +60,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--min-std", type=float, default=0.0,
                         help="drop patches whose pixel std (in [0,1] units) is below this (default 0)")
     parser.add_argument("--eval-fraction", type=float, default=0.1,
-                        help="fraction of images held out for eval, by a stable hash of their uri (default 0.1)")
+                        help="fraction of images held out for eval, by a stable hash of their key (default 0.1)")
     parser.add_argument("--eval-split", choices=EVAL_SPLITS, default="hash",
                         help="hash: hold out --eval-fraction of the images by a stable hash of their uri "
                         "(default); source: the source's own test images (builtin:mnist, builtin:fashion-mnist)")

@@ -39,10 +39,10 @@ class PreprocessConfig:
       patches_per_image: patches drawn per image with ``extract="random"`` (> 0).
       stride: step between grid patches with ``extract="grid"`` (> 0; default: patch_size).
       min_std: drop patches whose pixel standard deviation (in [0,1] units) is below it (>= 0).
-      eval_fraction: fraction of sources put in the eval split, by a stable hash of the source uri,
+      eval_fraction: fraction of sources put in the eval split, by a stable hash of the image's key
         in [0, 1) (with ``eval_split="hash"``).
       eval_split: how images are held out for eval: ``hash`` (``eval_fraction`` of them, by a stable hash
-        of their uri) or ``source`` (the source's own test images, e.g. MNIST's 10,000).
+        of their key) or ``source`` (the source's own test images, e.g. MNIST's 10,000).
       normalize: normalization steps in order, from ``none|scale|contrast|mean|zca|variance``.
       zca_epsilon: regularizer added to the covariance eigenvalues before whitening (> 0).
       target_variance: pixel variance of the patches after the ``variance`` step (> 0; default 1.0).
