@@ -22,6 +22,7 @@ from tensorflow_serving.apis import get_model_status_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
 from ufl.config import ConfigError
+from ufl.errors import first_line
 from ufl.export import signatures
 from ufl.export.servable import ServableVersion, ServingError, session_config  # noqa: F401 (re-exported)
 from ufl.export.versions import list_versions
@@ -275,7 +276,7 @@ class ModelManager:
             warmed = self._warmup(servable)
         except Exception as error:  # any load failure is reported through GetModelStatus
             log.error("loading model %s version %d from %s failed: %s", name, version, path,
-                      str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__)
+                      first_line(error))
             with self._lock:
                 self._states[name][version] = _VersionState(State.END, error=str(error),
                                                             failed_loads=failed + 1)

@@ -9,7 +9,7 @@ from typing import Optional, Tuple
 import numpy as np
 
 from ufl.config.base import ConfigError
-from ufl.errors import DataError
+from ufl.errors import DataError, first_line
 from ufl.pipeline import datasets
 from ufl.pipeline.sources import Arrays, ArraySource
 
@@ -136,8 +136,8 @@ class TfdsSource(ArraySource):
         try:
             builder = tfds.builder(name, data_dir=self.data_dir)
         except Exception as error:  # tfds raises several types for unknown names
-            raise ConfigError(f"tfds dataset {name!r} is unavailable ({type(error).__name__}: "
-                              f"{str(error).splitlines()[0]}); check the name with tfds.list_builders() or "
+            raise ConfigError(f"tfds dataset {name!r} is unavailable ("
+                              f"{first_line(error, with_type=True)}); check the name with tfds.list_builders() or "
                               "pass --tfds-data-dir with a prepared copy") from None
         if not builder.is_prepared():
             unreachable = unreachable_hosts(builder)

@@ -29,7 +29,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ufl.errors import DataError
+from ufl.errors import DataError, first_line
 
 #: Environment variable naming a folder of datasets (checked first).
 ENV_VAR = "UFL_DATASETS"
@@ -177,7 +177,7 @@ def read_idx(path: str, *, images: bool) -> np.ndarray:
         with gzip.open(path, "rb") as handle:
             raw = handle.read()
     except (OSError, EOFError, zlib.error) as error:
-        raise DataError(f"{path}: cannot be decompressed ({type(error).__name__}: {first_line(error)}); the "
+        raise DataError(f"{path}: cannot be decompressed ({first_line(error, with_type=True)}); the "
                         "file is truncated or not gzip, replace it") from None
     ndim = 3 if images else 1
     magic = 0x0800 + ndim
@@ -204,11 +204,6 @@ def idx_bytes(array: np.ndarray) -> bytes:
     return header + array.tobytes()
 
 
-def first_line(error: BaseException) -> str:
-    text = str(error)
-    return text.splitlines()[0] if text else "no message"
-
-
 def is_online(host: str = DOWNLOAD_HOST, timeout: float = ONLINE_TIMEOUT, port: int = 443) -> bool:
     """Whether ``host`` answers on ``port`` within ``timeout`` seconds (a failed name lookup is immediate)."""
     try:
@@ -229,7 +224,7 @@ def fetch(info: DatasetInfo) -> None:
         loader.load_data()
     except Exception as error:  # a broken connection must not look like a missing dataset
         raise DataError(f"downloading {info.name} with tf_keras.datasets.{info.keras_module}.load_data() "
-                        f"failed ({type(error).__name__}: {first_line(error)}); "
+                        f"failed ({first_line(error, with_type=True)}); "
                         f"{fill_hint(info)}") from None
 
 

@@ -38,6 +38,7 @@ from typing import Iterator, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from ufl.config.base import ConfigError
+from ufl.errors import first_line
 from ufl.pipeline import datasets
 
 #: Images per unit of an array source: large enough to amortize Beam's per-element cost.
@@ -307,8 +308,7 @@ class FileSource(Source):
         try:
             image = decode_image_file(unit)
         except Exception as error:  # any decode failure is recorded, never fatal
-            message = str(error).splitlines()[0] if str(error) else type(error).__name__
-            yield Rejection(unit, f"cannot decode image: {message}")
+            yield Rejection(unit, f"cannot decode image: {first_line(error)}")
             return
         yield from self.batch([unit], image[None], None)
 

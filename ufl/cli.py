@@ -14,7 +14,7 @@ import traceback
 from typing import List, Optional
 
 from ufl import __version__, quiet
-from ufl.errors import StorageError, UflError, storage_failure
+from ufl.errors import StorageError, UflError, first_line, storage_failure
 
 VERBS = ("preprocess", "train", "export", "serve", "features", "evaluate", "run")
 #: Verbs whose Beam pipelines start worker processes (they inherit a silenced stderr unless --verbose).
@@ -58,11 +58,6 @@ def storage_error(error: BaseException, args) -> Optional[StorageError]:
     return StorageError(f"{where} failed: {what}{at}; {fix}")
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return f"{type(error).__name__}: {text.splitlines()[0] if text else '(no message)'}"
-
-
 def main(argv: Optional[List[str]] = None) -> int:
     """Runs one ``ufl`` command; ``argv`` None means ufl is the program (it then owns stderr's descriptor)."""
     parser = build_parser()
@@ -87,7 +82,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             if stored is not None:
                 print(f"ufl {args.verb}: error: {stored}", file=sys.stderr)
                 return stored.exit_code
-            print(f"ufl {args.verb}: error: {_first_line(error)}", file=sys.stderr)
+            print(f"ufl {args.verb}: error: {first_line(error, with_type=True)}", file=sys.stderr)
             if not args.verbose:
                 print(f"ufl {args.verb}: run with --verbose for the traceback", file=sys.stderr)
             return 1

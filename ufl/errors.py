@@ -74,3 +74,13 @@ def storage_failure(error: BaseException) -> Optional[Tuple[str, str, Optional[s
             return (*STORAGE_ERRNOS[_STORAGE_TEXTS[phrase]], path.group(1) if path else None)
         error = error.__cause__ or error.__context__
     return None
+
+
+def first_line(error: BaseException, *, with_type: bool = False) -> str:
+    """The first line of ``error``'s message (its type's name when it has none), for one-line reports;
+    ``with_type`` prefixes ``TypeName: ``."""
+    text = str(error).strip()
+    line = text.splitlines()[0] if text else ""
+    if with_type:
+        return f"{type(error).__name__}: {line or '(no message)'}"
+    return line or type(error).__name__

@@ -99,7 +99,6 @@ def build_config(args):
 def run(args) -> int:
     import logging
 
-    from ufl.config import ConfigError
     from ufl.pipeline import preprocess
 
     # The DirectRunner re-logs every worker warning (start-up notices) through this logger.
