@@ -9,9 +9,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUTSIDE = ("../shared", "/shared/data")
 #: Tests, the Makefile and CI may look beside the clone for optional data (they skip without it).
 ALLOWED = ("tests/", "Makefile", ".ci/")
-#: Files being rewritten elsewhere that still name the shared folder. Each entry must still need its place:
-#: the test fails once the file is clean, so the entry is removed then.
-PENDING = ()
 
 
 def tracked_files():
@@ -33,12 +30,7 @@ def names_outside(name):
 
 
 def test_no_product_file_names_a_path_outside_the_repository():
-    files = [name for name in tracked_files() if not name.startswith(ALLOWED) and name not in PENDING]
+    files = [name for name in tracked_files() if not name.startswith(ALLOWED)]
     offending = [hit for name in files for hit in names_outside(name)]
     assert not offending, "files naming a path outside the repository:\n" + "\n".join(offending)
 
-
-@pytest.mark.skipif(not PENDING, reason="no file pending")
-@pytest.mark.parametrize("name", PENDING or ("-",))
-def test_pending_files_still_need_their_exception(name):
-    assert names_outside(name), f"{name} no longer names the shared folder: remove it from PENDING"
