@@ -306,6 +306,13 @@ def main() -> int:
     parser.add_argument("--readme", action="store_true", help="rewrite README.md's Results section")
     parser.add_argument("--docs", action="store_true", help="copy the runs' figures into docs/reproduce/")
     args = parser.parse_args()
+    from ufl import quiet
+
+    with quiet.terminal("reproduce"):  # TensorFlow's and Beam's start-up notices stay off this terminal
+        return reproduce(args, choices)
+
+
+def reproduce(args: argparse.Namespace, choices: List[str]) -> int:
     runner = Runner(os.path.abspath(args.workdir))
     os.makedirs(runner.workdir, exist_ok=True)
     start = time.perf_counter()
