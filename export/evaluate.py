@@ -37,6 +37,15 @@ def stratified_subset(labels: np.ndarray, max_images: Optional[int], *, seed: in
     return np.sort(keep)
 
 
+def rows(array: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """``array[index]``, as a view when ``index`` is a run of consecutive rows (a source's own split): the
+    probe's features of 60,000 images are gigabytes, and a copy of them would double the peak memory."""
+    index = np.asarray(index)
+    if len(index) and index[-1] - index[0] + 1 == len(index) and np.all(np.diff(index) == 1):
+        return array[index[0]:index[-1] + 1]
+    return array[index]
+
+
 def fit_probe(features: np.ndarray, labels: np.ndarray, train: np.ndarray, test: np.ndarray, *,
               C: float = DEFAULT_C, max_iter: int = 2000) -> Tuple[float, float]:
     """``(test accuracy, seconds)`` of standardized logistic regression trained on ``features[train]``."""
@@ -51,8 +60,8 @@ def fit_probe(features: np.ndarray, labels: np.ndarray, train: np.ndarray, test:
     probe = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        probe.fit(features[train], labels[train])
-    return float(probe.score(features[test], labels[test])), time.perf_counter() - started
+        probe.fit(rows(features, train), labels[train])
+    return float(probe.score(rows(features, test), labels[test])), time.perf_counter() - started
 
 
 def linear_probe(images: np.ndarray, labels: np.ndarray, encode: Callable[[np.ndarray], np.ndarray], *,
@@ -126,13 +135,16 @@ def run_encoder(run_dir: str, *, grid_stride: Optional[int] = None, pool_grid: i
     def encode(images: np.ndarray) -> np.ndarray:
         from ufl.progress import progress
 
-        parts = []
+        features = None  # filled batch by batch: no list of parts to concatenate (a second copy)
         with progress(len(images), desc="features", unit="img") as bar:
             for start in range(0, len(images), batch_size):
                 batch = tf.constant(images[start:start + batch_size], tf.float32)
-                parts.append(module.encode_images(batch)["features"].numpy())
-                bar.update(len(parts[-1]))
-        return np.concatenate(parts)
+                part = module.encode_images(batch)["features"].numpy()
+                if features is None:
+                    features = np.empty((len(images),) + part.shape[1:], part.dtype)
+                features[start:start + len(part)] = part
+                bar.update(len(part))
+        return features
 
     info = {"kind": trained.config["model"].get("kind"), "preset": trained.config.get("preset"),
             "channels": module.channels, "patch_size": [module.patch_size] * 2, **module.info}

@@ -117,3 +117,16 @@ def test_the_probe_keeps_features_in_float32(digits, monkeypatch):
     images, labels = digits
     result = evaluate.linear_probe(images, labels, lambda x: x.reshape(len(x), -1).astype(np.float64))
     assert seen == [np.float32, np.float32] and result["raw_accuracy"] > 0.9
+
+
+def test_rows_of_a_source_split_are_views_and_other_rows_copies():
+    from ufl.export.evaluate import rows
+
+    features = np.arange(40.0).reshape(10, 4)
+    train, test = np.arange(0, 7), np.arange(7, 10)
+    assert np.shares_memory(rows(features, train), features) and np.shares_memory(rows(features, test), features)
+    np.testing.assert_array_equal(rows(features, test), features[test])
+    shuffled = np.array([3, 1, 2])
+    assert not np.shares_memory(rows(features, shuffled), features)
+    np.testing.assert_array_equal(rows(features, shuffled), features[shuffled])
+    assert rows(features, np.array([], np.int64)).shape == (0, 4)
