@@ -84,6 +84,16 @@ EXPERIMENTS: Dict[str, dict] = {
     "deep-sparse-ae": {"data": "fashion-mnist", "figures": [("val MSE", 0.032, _eval("reconstruction_error")),
                                                             ("val objective (MSE + L1)", None, _eval("loss"))],
                        "reference_data": "Fashion-MNIST 60k / 10k (official split)"},
+    "deep-sparse-ae-kl": {"data": "fashion-mnist",
+                          "figures": [("val MSE", None, _eval("reconstruction_error")),
+                                      ("mean code activation (target 0.05)", None, _eval("mean_activation"))],
+                          "reference_data": "Fashion-MNIST 60k / 10k (official split)"},
+    "denoising-ae": {"data": "mnist", "figures": [("val MSE, clean digits rebuilt from noisy ones (std 0.5)", None,
+                                                   _eval("reconstruction_error"))],
+                     "reference_data": "MNIST 60k train / 10k test as validation"},
+    "tied-conv-ae": {"data": "mnist", "figures": [("val MSE", None, _eval("reconstruction_error"))],
+                     "train_options": ["--set", "jit_compile=false"],
+                     "reference_data": "MNIST 60k train / 10k test as validation"},
 }
 CNN = {"standard": (0.5675, 0.9676), "modified": (0.7251, 0.9603)}
 
