@@ -441,7 +441,7 @@ PRESETS = [
                    "source": "F. Chollet, 'Building Autoencoders in Keras', The Keras Blog, 2016 "
                              "(MNIST 60k/10k, the test digits as validation: 'a stable train/validation loss of about "
                              "0.09' after 50 epochs; 0.09-0.10 with Keras 2's adadelta)"},
-        full_run="45 s of ufl train (2 CPU cores shared with other jobs, load average 5)"),
+        full_run="24 s of ufl train (2 idle CPU cores, benchmarks/reproduce.py, 2026-12-01)"),
     Preset(
         name="deep-sparse-ae",
         description="784-256-128-64-32-16 + mirrored decoder, ReLU, MSE + 0.001 mean|activations| (L1), "
@@ -453,7 +453,7 @@ PRESETS = [
         reference={"eval_reconstruction_error": 0.032, "epochs": 25,
                    "source": "S. R. Rath, 'Sparse Autoencoders using L1 Regularization with PyTorch', "
                              "DebuggerCafe, 2020 (Fashion-MNIST 60k/10k, validation MSE after 25 epochs)"},
-        full_run="16 min (2 CPU cores shared with other jobs, load average 12-16)"),
+        full_run="81 s of ufl train (2 idle CPU cores, benchmarks/reproduce.py, 2026-12-01)"),
     Preset(
         name="deep-sparse-ae-kl",
         description="the deep sparse autoencoder with the KL-divergence penalty instead of L1: sigmoid "
@@ -495,7 +495,7 @@ PRESETS = [
                    "source": "stacked autoencoder on MNIST (784-128-64 + softmax, Keras, RMSprop, batch 256, "
                              "50 epochs per greedy layer, 50 for the softmax, 50 of fine-tuning; 60k/10k "
                              "with 10% of train for validation): 97.8% test accuracy"},
-        full_run="8 min (2 CPU cores shared with other jobs, load average 4-16)"),
+        full_run="92 s of ufl train (2 idle CPU cores, benchmarks/reproduce.py, 2026-12-01)"),
     Preset(
         name="stacked-ae-scratch",
         description="the stacked-ae network (784-128-64 ReLU + softmax) trained from scratch with labels for "
@@ -504,5 +504,5 @@ PRESETS = [
         train={"epochs": 50, "batch_size": 256, "optimizer": RMSPROP},
         data=STACKED_DATA,
         reference={"source": "baseline of stacked-ae: the same network and fine-tuning budget, random init"},
-        full_run="5 min (2 CPU cores shared with other jobs, load average 12-16)"),
+        full_run="33 s of ufl train (2 idle CPU cores, benchmarks/reproduce.py, 2026-12-01)"),
 ]

@@ -196,22 +196,22 @@ _SGD = {"name": "sgd", "learning_rate": 0.01, "momentum": 0.9, "nesterov": True}
 
 
 
-def _lasagne_preset(name: str, branch: bool, description: str, minutes: int) -> Preset:
+def _lasagne_preset(name: str, branch: bool, description: str, minutes: float) -> Preset:
     """A preset of the experiment: both CNNs share the optimizer, batch, epochs and data."""
     published = REFERENCE["modified" if branch else "standard"]
     model = {"kind": "mnist_cnn", "branch": branch, "num_classes": 10}
     return Preset(name=name, description=description, model=model,
                   train={"epochs": 30, "batch_size": 500, "optimizer": _SGD}, data=_MNIST_50K,
                   reference={**published, "source": REFERENCE["source"]},
-                  full_run=f"{minutes} min (jit_compile auto: no XLA on CPU; 2 CPU cores shared with other "
-                           "jobs, load average 12-16)")
+                  full_run=f"{minutes} min of ufl train (jit_compile auto: no XLA on CPU; 2 idle CPU cores, "
+                           "benchmarks/reproduce.py, 2026-12-01)")
 
 
 PRESETS = [
     _lasagne_preset("cnn-standard", False, "The Lasagne MNIST CNN (Conv 5x5x32, pool 2, Conv 5x5x32, pool 2, "
                     "dropout 0.5, Dense 256, dropout 0.5, softmax), SGD Nesterov 0.9, lr 0.01, batch 500, 30 epochs",
-                    32),
+                    3.5),
     _lasagne_preset("cnn-branch", True, "The Lasagne MNIST CNN plus a branch (Conv 10x10x32, maxpool 5x5) "
                     "concatenated with the Dense 256 output before dropout and the softmax; trained as cnn-standard",
-                    40),
+                    4.3),
 ]

@@ -315,8 +315,7 @@ PRESETS = [
                                    "conv 3x3x1 sigmoid; rmsprop, binary cross-entropy, batch 256, 10 epochs",
                    "note": "the reference shows reconstructions and first-layer feature maps, no loss figure",
                    "source": "Keras convolutional autoencoder on MNIST 60k/10k (validation on the test digits)"},
-        full_run="30 min (jit_compile auto: no XLA on CPU; 2 CPU cores shared with other jobs, load average "
-                 "12-16)"
+        full_run="4.6 min of ufl train (jit_compile auto: no XLA on CPU; 2 idle CPU cores, benchmarks/reproduce.py, 2026-12-01)"
     ),
     Preset(
         name="tied-conv-ae",
