@@ -466,8 +466,7 @@ PRESETS = [
         reference={"source": "the KL-divergence penalty the L1 reference names as its next step "
                              "(S. R. Rath, 'Sparse Autoencoders using KL Divergence with PyTorch', DebuggerCafe, "
                              "2020); Ng, 'Sparse autoencoder', CS294A notes, 2011"},
-        full_run="about 16 min: the network, data and epochs of deep-sparse-ae, whose full run took 16 min "
-                 "(not run itself)"),
+        full_run="86 s of ufl train (2 idle CPU cores, benchmarks/reproduce.py, 2026-12-01)"),
     Preset(
         name="denoising-ae",
         description="784-512(relu)-784(sigmoid) denoising autoencoder: Gaussian noise (std 0.5) on the "
@@ -480,8 +479,7 @@ PRESETS = [
         reference={"source": "Vincent, Larochelle, Bengio & Manzagol, 'Extracting and composing robust "
                              "features with denoising autoencoders', ICML 2008; noise factor 0.5 as in the "
                              "Keras blog's denoising example (qualitative: digits recovered from the noise)"},
-        full_run="about 5 min, estimated from benchmarks/presets.py (10,000-14,000 examples/s at load 4; "
-                 "50 epochs of 60,000 digits), not a full run"),
+        full_run="194 s of ufl train (2 idle CPU cores, benchmarks/reproduce.py, 2026-12-01)"),
     Preset(
         name="stacked-ae",
         description="784-128-64 ReLU trained greedily (50 epochs per layer: binary cross-entropy with a sigmoid "
