@@ -254,6 +254,6 @@ PRESETS = [
                                      "identical units",
                    "source": "P. Foldiak, 'Forming sparse representations by local anti-Hebbian learning', "
                              "Biological Cybernetics 64:165-170, 1990"},
-        full_run="12 min at low priority (2 CPU cores shared with other jobs, load average 16)"
+        full_run="10 s of ufl train (2 idle CPU cores, 2026-12-01; 12 min at low priority on a CPU at load 16)"
     ),
 ]
