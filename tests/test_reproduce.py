@@ -59,3 +59,28 @@ def test_a_failed_experiment_is_not_kept(reproduce, tmp_path, monkeypatch):
     row = reproduce.run_experiment(reproduce.Runner(str(tmp_path)), "probe-mnist", None)
     assert "exit code 1" in row["error"]
     assert reproduce.finished_row(str(tmp_path), "probe-mnist", None) is None
+
+
+def test_a_preset_with_seeds_reports_their_mean_and_each_seed(reproduce, tmp_path, monkeypatch):
+    trained = []
+
+    class FakeRunner(reproduce.Runner):
+        def ufl(self, *arguments):
+            out = arguments[arguments.index("--out") + 1]
+            os.makedirs(out, exist_ok=True)
+            seed = int(arguments[arguments.index("--set") + 1].split("=")[1]) if "--set" in arguments else 0
+            trained.append(seed)
+            with open(os.path.join(out, "metrics.json"), "w") as handle:
+                json.dump({"epochs": 200, "wall_seconds": 90.0, "accuracy": [0.979, 0.977, 0.981][seed]}, handle)
+            return ""
+
+    monkeypatch.setattr(reproduce, "prepare_data", lambda variant, workdir: str(tmp_path / "data"))
+    monkeypatch.setitem(reproduce.EXPERIMENTS, "stacked-ae", {
+        **reproduce.EXPERIMENTS["stacked-ae"],
+        "figures": [("test accuracy", 0.978, lambda metrics, run_dir: metrics["accuracy"])]})
+    row = reproduce.run_experiment(FakeRunner(str(tmp_path)), "stacked-ae", None)
+    assert trained == [0, 1, 2] and (tmp_path / "run-stacked-ae-seed2" / "metrics.json").exists()
+    mean, per_seed = row["figures"]
+    assert mean["figure"] == "test accuracy, mean of seeds 0, 1, 2" and mean["ours"] == pytest.approx(0.979)
+    assert per_seed["ours"] == "0.979 / 0.977 / 0.981"
+    assert reproduce.goal_cell(row, mean) == "≥ 0.978: met" and reproduce.goal_cell(row, per_seed) == ""
