@@ -16,7 +16,7 @@ DATA/ holds whole images as raw pixels in [0, 1], what ``ufl preprocess --extrac
 ``ufl evaluate linear-probe --split source`` (train split → test split). The datasets are found as the CLI
 finds them (``UFL_DATASETS``, Keras' cache, ...).
 
-  benchmarks/reproduce.py --workdir work/reproduce                     # everything (hours on 2 CPU cores)
+  benchmarks/reproduce.py --workdir work/reproduce                     # everything (about 50 min on 2 idle cores)
   benchmarks/reproduce.py --workdir W --only stacked-ae stacked-ae-scratch
   benchmarks/reproduce.py --workdir W --readme --docs                  # also README's Results and docs/ figures
   benchmarks/reproduce.py --workdir W --epochs 1                       # a quick pass (figures not comparable)
@@ -330,7 +330,9 @@ def results_section(rows: List[dict], figures: List[str]) -> str:
     dates = sorted(row["started"] for row in rows if row.get("started"))
     loads = [row["load_average_after"] for row in rows if "load_average_after" in row]
     when = f"{dates[0]} – {dates[-1]} UTC" if dates else "—"
-    lines = [f"By `benchmarks/reproduce.py --readme --docs`, experiments run {when} on an {platform.machine()} "
+    lines = [f"By `benchmarks/reproduce.py --workdir W --readme --docs` (it finds the datasets as `ufl` does, "
+             f"e.g. in `UFL_DATASETS`; a rerun reports finished experiments), experiments run {when} on an "
+             f"{platform.machine()} "
              f"CPU with {os.cpu_count()} cores (load average after each experiment "
              f"{min(loads, default=0):.1f}–{max(loads, default=0):.1f}), "
              f"{sum(row.get('seconds', 0) for row in rows) / 60:.0f} min in all. Each preset as published "
