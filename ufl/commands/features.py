@@ -5,7 +5,7 @@ EPILOG = """examples:
   ufl features --server 127.0.0.1:8500 --model digits --source builtin:digits --out digits.npy
   ufl features --model-dir work/models/digits --source builtin:mnist10k --out mnist.npy
   ufl features --model-dir work/models/digits --source npz:big.npz:images --out feats/part --beam \\
-      -- --runner DirectRunner --direct_num_workers 2
+      -- --direct_num_workers 2 --direct_running_mode multi_processing
 
 --out FEATURES.npy gets (N, F) float32 features in source order, and FEATURES.labels.npy the labels when the
 source has them. With --beam, --out is a prefix of GZIP TFRecord shards of tf.train.Example (source, features,
