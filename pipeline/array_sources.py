@@ -34,28 +34,25 @@ def require_file(path: str, spec: str) -> None:
         raise ConfigError(f"file {path!r} of source {spec} does not exist; check the path")
 
 
-class NpySource(ArraySource):
-    def path(self) -> str:
+class FileArraySource(ArraySource):
+    """An array source read from one file (its ``location``), which must exist."""
+
+    def check(self) -> None:
+        require_file(self.location(), self.spec)
+        super().check()
+
+
+class NpySource(FileArraySource):
+    def location(self) -> str:
         return self.spec.split(":", 1)[1]
 
-    def location(self) -> str:
-        return self.path()
-
-    def check(self) -> None:
-        require_file(self.path(), self.spec)
-        super().check()
-
     def load(self):
-        return np.load(self.path(), mmap_mode="r"), None
+        return np.load(self.location(), mmap_mode="r"), None
 
 
-class NpzSource(ArraySource):
+class NpzSource(FileArraySource):
     def location(self) -> str:
         return split_path_key(self.spec.split(":", 1)[1], ".npz")[0]
-
-    def check(self) -> None:
-        require_file(split_path_key(self.spec.split(":", 1)[1], ".npz")[0], self.spec)
-        super().check()
 
     def load(self):
         path, key = split_path_key(self.spec.split(":", 1)[1], ".npz")
@@ -88,13 +85,9 @@ def keras_split(data) -> Arrays:
                   (("train", 0, len(train)), ("test", len(train), len(train) + len(test))))
 
 
-class MatSource(ArraySource):
+class MatSource(FileArraySource):
     def location(self) -> str:
         return split_path_key(self.spec.split(":", 1)[1], ".mat")[0]
-
-    def check(self) -> None:
-        require_file(split_path_key(self.spec.split(":", 1)[1], ".mat")[0], self.spec)
-        super().check()
 
     def load(self):
         from scipy.io import loadmat
