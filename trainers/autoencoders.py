@@ -27,7 +27,7 @@ import tf_keras
 from ufl.config.base import ConfigError, require, require_choice
 from ufl.trainers.base import FeatureLearner, make_optimizer  # noqa: F401  (make_optimizer: re-exported)
 from ufl.trainers.losses import reconstruction_loss
-from ufl.trainers.presets import Preset
+from ufl.trainers.presets import Preset, idle_run
 from ufl.trainers.registry import register_model
 
 ACTIVATIONS = ("relu", "sigmoid", "tanh", "linear")
@@ -441,7 +441,7 @@ PRESETS = [
                    "source": "F. Chollet, 'Building Autoencoders in Keras', The Keras Blog, 2016 "
                              "(MNIST 60k/10k, the test digits as validation: 'a stable train/validation loss of about "
                              "0.09' after 50 epochs; 0.09-0.10 with Keras 2's adadelta)"},
-        full_run="24 s of ufl train (2 idle CPU cores, benchmarks/reproduce.py, 2026-12-01)"),
+        full_run=idle_run("24 s")),
     Preset(
         name="deep-sparse-ae",
         description="784-256-128-64-32-16 + mirrored decoder, ReLU, MSE + 0.001 mean|activations| (L1), "
@@ -453,7 +453,7 @@ PRESETS = [
         reference={"eval_reconstruction_error": 0.032, "epochs": 25,
                    "source": "S. R. Rath, 'Sparse Autoencoders using L1 Regularization with PyTorch', "
                              "DebuggerCafe, 2020 (Fashion-MNIST 60k/10k, validation MSE after 25 epochs)"},
-        full_run="81 s of ufl train (2 idle CPU cores, benchmarks/reproduce.py, 2026-12-01)"),
+        full_run=idle_run("81 s")),
     Preset(
         name="deep-sparse-ae-kl",
         description="the deep sparse autoencoder with the KL-divergence penalty instead of L1: sigmoid "
@@ -466,7 +466,7 @@ PRESETS = [
         reference={"source": "the KL-divergence penalty the L1 reference names as its next step "
                              "(S. R. Rath, 'Sparse Autoencoders using KL Divergence with PyTorch', DebuggerCafe, "
                              "2020); Ng, 'Sparse autoencoder', CS294A notes, 2011"},
-        full_run="86 s of ufl train (2 idle CPU cores, benchmarks/reproduce.py, 2026-12-01)"),
+        full_run=idle_run("86 s")),
     Preset(
         name="denoising-ae",
         description="784-512(relu)-784(sigmoid) denoising autoencoder: Gaussian noise (std 0.5) on the "
@@ -479,7 +479,7 @@ PRESETS = [
         reference={"source": "Vincent, Larochelle, Bengio & Manzagol, 'Extracting and composing robust "
                              "features with denoising autoencoders', ICML 2008; noise factor 0.5 as in the "
                              "Keras blog's denoising example (qualitative: digits recovered from the noise)"},
-        full_run="194 s of ufl train (2 idle CPU cores, benchmarks/reproduce.py, 2026-12-01)"),
+        full_run=idle_run("194 s")),
     Preset(
         name="stacked-ae",
         description="784-128-64 ReLU trained greedily (50 epochs per layer: binary cross-entropy with a sigmoid "
@@ -493,7 +493,7 @@ PRESETS = [
                    "source": "stacked autoencoder on MNIST (784-128-64 + softmax, Keras, RMSprop, batch 256, "
                              "50 epochs per greedy layer, 50 for the softmax, 50 of fine-tuning; 60k/10k "
                              "with 10% of train for validation): 97.8% test accuracy"},
-        full_run="92 s of ufl train (2 idle CPU cores, benchmarks/reproduce.py, 2026-12-01)"),
+        full_run=idle_run("92 s")),
     Preset(
         name="stacked-ae-scratch",
         description="the stacked-ae network (784-128-64 ReLU + softmax) trained from scratch with labels for "
@@ -502,5 +502,5 @@ PRESETS = [
         train={"epochs": 50, "batch_size": 256, "optimizer": RMSPROP},
         data=STACKED_DATA,
         reference={"source": "baseline of stacked-ae: the same network and fine-tuning budget, random init"},
-        full_run="33 s of ufl train (2 idle CPU cores, benchmarks/reproduce.py, 2026-12-01)"),
+        full_run=idle_run("33 s")),
 ]

@@ -24,7 +24,7 @@ import tf_keras
 
 from ufl.config.base import ConfigError, require
 from ufl.trainers.base import FeatureLearner
-from ufl.trainers.presets import Preset
+from ufl.trainers.presets import Preset, idle_run
 from ufl.trainers.registry import register_model
 
 #: Side of the trunk's convolutions and the smallest image side each variant accepts: two VALID 5×5 convs
@@ -203,8 +203,7 @@ def _lasagne_preset(name: str, branch: bool, description: str, minutes: float) -
     return Preset(name=name, description=description, model=model,
                   train={"epochs": 30, "batch_size": 500, "optimizer": _SGD}, data=_MNIST_50K,
                   reference={**published, "source": REFERENCE["source"]},
-                  full_run=f"{minutes} min of ufl train (jit_compile auto: no XLA on CPU; 2 idle CPU cores, "
-                           "benchmarks/reproduce.py, 2026-12-01)")
+                  full_run=idle_run(f"{minutes} min", note="jit_compile auto: no XLA on CPU"))
 
 
 PRESETS = [

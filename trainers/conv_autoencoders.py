@@ -27,7 +27,7 @@ import tf_keras
 from ufl.config.base import ConfigError, require, require_choice
 from ufl.trainers.base import FeatureLearner
 from ufl.trainers.losses import reconstruction_loss
-from ufl.trainers.presets import Preset
+from ufl.trainers.presets import Preset, idle_run
 from ufl.trainers.registry import register_model
 
 LOSSES = ("binary_crossentropy", "mse")
@@ -315,7 +315,7 @@ PRESETS = [
                                    "conv 3x3x1 sigmoid; rmsprop, binary cross-entropy, batch 256, 10 epochs",
                    "note": "the reference shows reconstructions and first-layer feature maps, no loss figure",
                    "source": "Keras convolutional autoencoder on MNIST 60k/10k (validation on the test digits)"},
-        full_run="4.6 min of ufl train (jit_compile auto: no XLA on CPU; 2 idle CPU cores, benchmarks/reproduce.py, 2026-12-01)"
+        full_run=idle_run("4.6 min", note="jit_compile auto: no XLA on CPU")
     ),
     Preset(
         name="tied-conv-ae",
@@ -330,7 +330,6 @@ PRESETS = [
                                    "dense 512 / upsample / tied transposed conv",
                    "note": "the reference publishes reconstructions, not a loss figure; ours reports MSE",
                    "source": "Lasagne tied-weight convolutional autoencoder on MNIST (Theano/Lasagne, 2015)"},
-        full_run="7.0 min of ufl train (jit_compile auto: no XLA on CPU; 2 idle CPU cores, "
-                 "benchmarks/reproduce.py, 2026-12-01)"
+        full_run=idle_run("7.0 min", note="jit_compile auto: no XLA on CPU")
     ),
 ]

@@ -46,6 +46,13 @@ class Preset:
     full_run: str = ""
 
 
+def idle_run(duration: str, *, note: str = "") -> str:
+    """A ``full_run`` measured by ``benchmarks/reproduce.py`` on 2 otherwise idle CPU cores on 2026-12-01:
+    ``idle_run("92 s")`` -> ``"92 s of ufl train (2 idle CPU cores, benchmarks/reproduce.py, 2026-12-01)"``."""
+    return f"{duration} of ufl train ({note + '; ' if note else ''}2 idle CPU cores, benchmarks/reproduce.py, " \
+           "2026-12-01)"
+
+
 #: Presets registered at run time with ``register_preset`` (extensions and tests).
 _REGISTERED: Dict[str, Preset] = {}
 
