@@ -287,11 +287,9 @@ def run_experiment(runner: Runner, name: str, epochs: Optional[int]) -> dict:
     row.update(experiment=name, seconds=round(time.perf_counter() - began, 1), epochs_override=epochs,
                started=started, load_average_after=round(os.getloadavg()[0], 1))
     if "error" not in row:
-        path = os.path.join(runner.workdir, "results", name + ".json")
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path + ".partial", "w", encoding="utf-8") as handle:
-            json.dump(row, handle, default=str)
-        os.replace(path + ".partial", path)
+        from ufl.config.base import atomic_write_text
+
+        atomic_write_text(os.path.join(runner.workdir, "results", name + ".json"), json.dumps(row, default=str))
     return row
 
 
@@ -356,10 +354,9 @@ def write_readme_section(text: str) -> None:
         readme = handle.read()
     begin, end = "<!-- section: results -->\n", "<!-- /section: results -->"
     start, stop = readme.index(begin) + len(begin), readme.index(end)
-    partial = README + ".partial"
-    with open(partial, "w", encoding="utf-8") as handle:
-        handle.write(readme[:start] + text + "\n" + readme[stop:])
-    os.replace(partial, README)
+    from ufl.config.base import atomic_write_text
+
+    atomic_write_text(README, readme[:start] + text + "\n" + readme[stop:])
 
 
 def main() -> int:
