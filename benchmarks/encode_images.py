@@ -13,9 +13,9 @@ scikit-learn's ``SparseCoder``
 (``lasso_cd``, the same normalized patches and dictionary) on ``--sklearn-images`` images; patches/s each,
 and the mean lasso objective of each method's codes on the subset.
 
-MNIST is read from ``$UFL_DATASETS/mnist.npz`` (keys ``x_train``, ``y_train``).
+MNIST is found as ``ufl`` finds it (``$UFL_DATASETS``, Keras' cache, Debian's folder; downloaded when online).
 
-    UFL_DATASETS=DIR .venv/bin/python benchmarks/encode_images.py [--images 60000] [--workdir DIR]
+    [UFL_DATASETS=DIR] .venv/bin/python benchmarks/encode_images.py [--images 60000] [--workdir DIR]
 """
 from __future__ import annotations
 
@@ -33,12 +33,15 @@ PATCH, STRIDE, ATOMS, POOL = 6, 2, 128, 2
 
 
 def mnist_images(limit: int) -> np.ndarray:
-    folder = os.environ.get("UFL_DATASETS")
-    if not folder or not os.path.isfile(os.path.join(folder, "mnist.npz")):
-        raise SystemExit("UFL_DATASETS is unset or has no mnist.npz; set UFL_DATASETS=DIR with DIR/mnist.npz "
-                         "(keys x_train, y_train)")
-    with np.load(os.path.join(folder, "mnist.npz")) as data:
-        return (data["x_train"][:limit].astype(np.float32) / 255.0)[..., None]
+    """The first ``limit`` MNIST training images, float32 in [0, 1], ``(n, 28, 28, 1)``."""
+    from ufl.errors import UflError
+    from ufl.pipeline import datasets
+
+    try:
+        train = datasets.load("mnist").x_train
+    except UflError as error:
+        raise SystemExit(str(error)) from None
+    return (train[:limit].astype(np.float32) / 255.0)[..., None]
 
 
 def trained_run(workdir: str) -> str:
@@ -48,9 +51,8 @@ def trained_run(workdir: str) -> str:
     run_dir = os.path.join(workdir, "run")
     if os.path.isfile(os.path.join(run_dir, "metrics.json")):
         return run_dir
-    source = "npz:" + os.path.join(os.environ["UFL_DATASETS"], "mnist.npz") + ":x_train"
     data_dir = os.path.join(workdir, "data")
-    for argv in (["preprocess", "--source", source, "--patch-size", str(PATCH), "--normalize", "contrast,zca",
+    for argv in (["preprocess", "--source", "builtin:mnist", "--patch-size", str(PATCH), "--normalize", "contrast,zca",
                   "--patches-per-image", "10", "--min-std", "0.02", "--out", data_dir],
                  ["train", "sparse-coding", "--data", data_dir, "--out", run_dir, "--set",
                   f"model.n_atoms={ATOMS}", "--epochs", "2"]):

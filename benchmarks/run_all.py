@@ -21,6 +21,7 @@ BENCHMARKS = (
     "sparse_coding_inference",
     "preprocess",
     "serving",
+    "encode_images",
     "dictionary_learning",
     "train_loop_overhead",
     "autoencoder_throughput",

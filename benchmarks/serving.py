@@ -1,6 +1,7 @@
 """Serving benchmark: gRPC Predict against `ufl serve` next to calling the same SavedModel in process.
 
-Measures p50/p99 latency and throughput (patches/s) for batches of 1 and 256 16x16 patches, with 1 and 8
+Measures p50/p99 latency and throughput (patches/s) for batches of 1 and 256 patches (16x16 for the built-in
+model; an exported model's own input shape, uniform random values or the rows of ``--inputs``), with 1 and 8
 concurrent clients (and the CPU time each call costs, client + server, which the load of other work on
 the machine does not change), for: the SavedModel's ``serving_default`` called in this process (the peer), and
 ``ufl serve`` (a separate process, as deployed) called over gRPC with the official TF-Serving stubs: answers in
@@ -18,6 +19,7 @@ p50 at batch 1.
 
     python benchmarks/serving.py                      # a sparse-coding-like model: 20 ISTA steps, 256 codes
     python benchmarks/serving.py --model-dir work/models/NAME/1     # an exported model (e.g. `make run`'s)
+    python benchmarks/serving.py --model-dir MODELS/NAME/1 --inputs patches.npy   # ... on real patches
 """
 from __future__ import annotations
 
@@ -197,9 +199,28 @@ def start_server(models: str, name: str, batching_file: str | None, socket_path:
     return process, int(port[1])
 
 
+def input_batches(spec: tf.TensorSpec, inputs_file, *, sizes) -> dict:
+    """``{size: float32 batch}`` of the signature's input shape: the first rows of ``inputs_file`` (.npy), or
+    uniform random values in [0, 1) (raw pixels, as exported models take them)."""
+    row_shape = tuple(spec.shape[1:])
+    if inputs_file:
+        rows = np.load(inputs_file).astype(np.float32)
+        if rows.shape[1:] != row_shape or len(rows) < max(sizes):
+            raise SystemExit(f"--inputs {inputs_file} holds an array of shape {rows.shape}; the model takes rows "
+                             f"of shape {row_shape}: pass at least {max(sizes)} of them")
+        return {size: rows[:size] for size in sizes}
+    if None in row_shape:
+        raise SystemExit(f"the model's input {spec.name!r} has shape {spec.shape}; pass --inputs with rows of a "
+                         "fixed shape")
+    rng = np.random.default_rng(0)
+    return {size: rng.uniform(size=(size,) + row_shape).astype(np.float32) for size in sizes}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-dir", help="an exported version folder MODELS/NAME/VERSION (default: build one)")
+    parser.add_argument("--inputs", help="a .npy array of >= 256 model inputs (rows) to send instead of uniform "
+                                          "random values")
     parser.add_argument("--n-codes", type=int, default=256)
     parser.add_argument("--n-steps", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=4.0, help="per measurement and peer")
@@ -240,8 +261,7 @@ def main() -> int:
     def session(batch):
         return servable.run("serving_default", {input_key: batch})
 
-    rng = np.random.default_rng(0)
-    batches = {size: rng.uniform(size=(size, PATCH_DIM)).astype(np.float32) for size in (1, 256)}
+    batches = input_batches(function.structured_input_signature[1][input_key], args.inputs, sizes=(1, 256))
     results = {"model": args.model_dir or f"ISTA {args.n_steps} steps, {args.n_codes} codes, 16x16 patches",
                "cpus": os.cpu_count(), "load_average_before": [round(value, 2) for value in os.getloadavg()]}
     servers, channels, server_pids = [], [], {}

@@ -237,8 +237,9 @@ class SparseCodingModel(FeatureLearner):
         return self.coder(inputs)
 
     def encode(self, patches: tf.Tensor) -> tf.Tensor:
-        """The served codes: each patch's FISTA stops once certified within ``tolerance`` of its optimum
-        (``per_patch``), and the codes are constants (no gradient through inference outside training)."""
+        """The served codes: patches whose optimal code is 0 are screened out and each other patch's FISTA
+        stops once its last step moved no code by ``tolerance`` (``per_patch``); the codes are constants (no
+        gradient through inference outside training)."""
         return self.coder.encode(tf.cast(patches, tf.float32), per_patch=True)
 
     def reconstruct(self, patches: tf.Tensor) -> tf.Tensor:

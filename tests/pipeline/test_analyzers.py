@@ -1,11 +1,13 @@
 """The statistics combiners: equal to numpy, mergeable in any order, bit-identical whatever the order."""
 import apache_beam as beam
 import numpy as np
+from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that
 
 from ufl.pipeline.analyzers import Moments, OrderedMomentsCombineFn, step_statistics
 from ufl.pipeline.normalize import fit_statistics
+from ufl.pipeline.runner import local_runner
 
 
 def blocks(count=37, seed=0):
@@ -27,7 +29,8 @@ def test_moments_combine_fn_in_a_pipeline_equals_numpy():
                                    rtol=1e-8)
         assert moments.minimum == expected.min() and moments.maximum == expected.max()
 
-    with test_pipeline.TestPipeline() as pipeline:
+    # on the runner ufl's local jobs use (a bare TestPipeline would try to fetch Beam's Prism runner)
+    with test_pipeline.TestPipeline(runner=local_runner(PipelineOptions([]))) as pipeline:
         result = (pipeline | beam.Create(list(enumerate(data)), reshuffle=True)
                   | beam.MapTuple(lambda index, block: (index, Moments.of(block, with_scatter=True)))
                   | beam.CombineGlobally(OrderedMomentsCombineFn()))

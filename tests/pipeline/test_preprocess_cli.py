@@ -48,8 +48,8 @@ def test_bad_arguments_exit_2_with_one_line(tmp_path, capsys, args, message):
 def test_beam_options_in_both_spellings_reach_beam(tmp_path):
     out = tmp_path / "digits"
     assert main(["preprocess", "--source", "builtin:digits", "--extract", "full", "--normalize", "none",
-                 "--out", str(out), "--num-shards", "1", "--runner", "DirectRunner",
-                 "--direct_running_mode", "in_memory", "--direct_num_workers=1", "--save_main_session"]) == 0
+                 "--out", str(out), "--num-shards", "1", "--direct_running_mode", "in_memory",
+                 "--direct_num_workers=1", "--save_main_session"]) == 0
     assert (out / "metadata.json").exists()
 
 

@@ -1,5 +1,6 @@
 """Local jobs run on Beam's FnApiRunner, never on a Prism binary fetched from the network."""
 import json
+import shutil
 
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -22,14 +23,21 @@ def prism_calls(monkeypatch):
     return calls
 
 
+def runner_of(args):
+    """The runner ``make_pipeline`` picks for ``args`` (the pipeline is never run, so its temp folder, which
+    Beam removes at the end of a run, is removed here)."""
+    pipeline = make_pipeline(PipelineOptions(args))
+    shutil.rmtree(pipeline.local_tempdir)
+    return pipeline.runner
+
+
 @pytest.mark.parametrize("args", [[], ["--direct_running_mode=in_memory"], ["--direct_num_workers=1"]])
 def test_without_runner_the_local_runner_is_fnapi(args):
-    pipeline = make_pipeline(PipelineOptions(args))
-    assert isinstance(pipeline.runner, fn_runner.FnApiRunner)
+    assert isinstance(runner_of(args), fn_runner.FnApiRunner)
 
 
 def test_a_named_runner_is_kept():
-    assert type(make_pipeline(PipelineOptions(["--runner=DirectRunner"])).runner).__name__ == "SwitchingDirectRunner"
+    assert type(runner_of(["--runner=DirectRunner"])).__name__ == "SwitchingDirectRunner"
 
 
 def test_preprocess_never_tries_prism(tmp_path, prism_calls):

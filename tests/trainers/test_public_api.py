@@ -1,5 +1,6 @@
 """What a user imports from ufl.trainers: every public name is listed, importable and has an example that runs."""
 import doctest
+import tempfile
 
 import pytest
 
@@ -21,6 +22,7 @@ def test_public_names_are_listed_and_importable():
 @pytest.mark.parametrize("target", ["module", "FoldiakNetwork", "train"])
 def test_docstring_examples_run(target, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the examples' mkdtemp() folders go away with it
     obj = ufl.trainers if target == "module" else getattr(ufl.trainers, target)
     finder = doctest.DocTestFinder(recurse=False)
     tests = finder.find(obj, name=f"ufl.trainers.{'' if target == 'module' else target}", globs={})
