@@ -24,7 +24,6 @@ setup(
     packages=list(PACKAGE_DIR) + ["ufl.config", "ufl.commands"],
     package_dir=PACKAGE_DIR,
     package_data={"ufl": ["data/*.npz"]},
-    include_package_data=True,
     install_requires=[
         "tensorflow>=2.21,<2.22",
         "tf-keras>=2.21,<2.22",

@@ -1,6 +1,8 @@
 """Local jobs run on Beam's FnApiRunner, never on a Prism binary fetched from the network."""
 import json
+import os
 import shutil
+import sys
 
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -46,3 +48,18 @@ def test_preprocess_never_tries_prism(tmp_path, prism_calls):
                  "--out", str(out), "--num-shards", "1", "--direct_running_mode=in_memory"]) == 0
     assert json.loads((out / "metadata.json").read_text())["counts"]["patches"]["train"] > 0
     assert prism_calls == []
+
+
+@pytest.mark.timeout(300, method="thread")  # without the fix the job waits for its workers forever
+def test_worker_processes_start_from_a_python_under_a_folder_with_a_space(tmp_path, monkeypatch):
+    """A clone in "My Projects/": multi-process workers start from the venv's Python at a path with a space."""
+    venv = tmp_path / "My Projects"
+    venv.symlink_to(sys.prefix, target_is_directory=True)
+    python = venv / os.path.relpath(sys.executable, sys.prefix)
+    assert python.exists()
+    monkeypatch.setattr(sys, "executable", str(python))
+    out = tmp_path / "digits"
+    assert main(["preprocess", "--source", "builtin:digits", "--extract", "full", "--normalize", "none",
+                 "--out", str(out), "--num-shards", "1", "--direct_running_mode=multi_processing",
+                 "--direct_num_workers=2"]) == 0
+    assert json.loads((out / "metadata.json").read_text())["counts"]["patches"]["train"] > 0
