@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # The full MNIST and Fashion-MNIST for the tests, when a shared data folder sits beside the clone (tests that
 # need them skip without it).
 SHARED_DATA := $(wildcard ../shared/data)
-TEST_ENV := $(if $(SHARED_DATA),UFL_DATASETS=$(abspath $(SHARED_DATA)),)
+TEST_ENV := $(if $(SHARED_DATA),UFL_DATASETS="$(abspath $(SHARED_DATA))",)
 
 .PHONY: run test test-fast bench venv clean
 

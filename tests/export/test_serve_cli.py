@@ -2,6 +2,7 @@
 import json
 import os
 import re
+import shlex
 import signal
 import socket
 import stat
@@ -28,7 +29,10 @@ def test_tfserving_backend_execs_tensorflow_model_server_with_the_same_flags(tmp
     argv_file = tmp_path / "argv.json"
     fake = tmp_path / "bin" / "tensorflow_model_server"
     fake.parent.mkdir()
-    fake.write_text(f"#!{sys.executable}\nimport json, sys\njson.dump(sys.argv[1:], open({str(argv_file)!r}, 'w'))\n")
+    recorder = tmp_path / "record_argv.py"
+    recorder.write_text(f"import json, sys\njson.dump(sys.argv[1:], open({str(argv_file)!r}, 'w'))\n")
+    # a shell script, not a '#!python' line: a shebang cannot name a Python under a folder with a space
+    fake.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} {shlex.quote(str(recorder))} "$@"\n')
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     config = tmp_path / "models.config"
     result = subprocess.run(
