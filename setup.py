@@ -20,7 +20,7 @@ setup(
     "in TensorFlow 2, exported to TensorFlow Serving.",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
-    python_requires=">=3.10,<3.13",
+    python_requires=">=3.10,<3.14",
     packages=list(PACKAGE_DIR) + ["ufl.config", "ufl.commands"],
     package_dir=PACKAGE_DIR,
     package_data={"ufl": ["data/*.npz"]},
