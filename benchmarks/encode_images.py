@@ -33,15 +33,15 @@ PATCH, STRIDE, ATOMS, POOL = 6, 2, 128, 2
 
 
 def mnist_images(limit: int) -> np.ndarray:
-    """The first ``limit`` MNIST training images, float32 in [0, 1], ``(n, 28, 28, 1)``."""
+    """The first ``limit`` MNIST training images, float32 in [0, 1], ``(n, 28, 28, 1)``: the images of
+    ``--source builtin:mnist``'s train split, which the benchmark's dictionary is trained on."""
     from ufl.errors import UflError
-    from ufl.pipeline import datasets
+    from ufl.pipeline import load_images
 
     try:
-        train = datasets.load("mnist").x_train
+        return load_images("builtin:mnist", split="train")[0][:limit]
     except UflError as error:
         raise SystemExit(str(error)) from None
-    return (train[:limit].astype(np.float32) / 255.0)[..., None]
 
 
 def trained_run(workdir: str) -> str:
@@ -52,8 +52,8 @@ def trained_run(workdir: str) -> str:
     if os.path.isfile(os.path.join(run_dir, "metrics.json")):
         return run_dir
     data_dir = os.path.join(workdir, "data")
-    for argv in (["preprocess", "--source", "builtin:mnist", "--patch-size", str(PATCH), "--normalize", "contrast,zca",
-                  "--patches-per-image", "10", "--min-std", "0.02", "--out", data_dir],
+    for argv in (["preprocess", "--source", "builtin:mnist", "--patch-size", str(PATCH),
+                  "--normalize", "contrast,zca", "--patches-per-image", "10", "--min-std", "0.02", "--out", data_dir],
                  ["train", "sparse-coding", "--data", data_dir, "--out", run_dir, "--set",
                   f"model.n_atoms={ATOMS}", "--epochs", "2"]):
         if ufl(argv) != 0:

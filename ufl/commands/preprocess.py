@@ -62,7 +62,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--eval-fraction", type=float, default=0.1,
                         help="fraction of images held out for eval, by a stable hash of their key (default 0.1)")
     parser.add_argument("--eval-split", choices=EVAL_SPLITS, default="hash",
-                        help="hash: hold out --eval-fraction of the images by a stable hash of their uri "
+                        help="hash: hold out --eval-fraction of the images by a stable hash of their key "
                         "(default); source: the source's own test images (builtin:mnist, builtin:fashion-mnist)")
     parser.add_argument("--normalize", default="contrast,zca",
                         help="comma-separated steps from none, scale, contrast, mean, zca, variance "
